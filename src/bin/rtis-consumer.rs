@@ -1,0 +1,23 @@
+//! `rtis-consumer`: Kafka → JSON lines, one file per partition.
+use clap::Parser;
+
+/// Decodes rtis change records and appends them as JSON lines, one file per partition.
+#[derive(Parser)]
+#[command(name = "rtis-consumer", version)]
+struct Cli {
+    #[command(flatten)]
+    config: rtis::config::ConsumerConfig,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    rtis::logging::init(cli.config.log_format);
+    match rtis::consumer::run(cli.config, rtis::logging::shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rtis-consumer: error: {}", rtis::error::chain(&e));
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Checkpoints in SQLite.
+//!
+//! One row: the binlog position (and GTID) after the last transaction whose records were all
+//! acknowledged by the broker, the commit time of that transaction and the highest
+//! `last_updated` value acknowledged. The file is opened in exclusive locking mode, so a second
+//! producer on the same file fails at start instead of interleaving checkpoints.
+//!
+//! Writes never run on the async runtime's workers: [`CheckpointWriter`] owns the connection on
+//! a dedicated thread and is fed through a `watch` channel, which coalesces checkpoints that
+//! arrive while a write (with `synchronous=FULL`) is in progress — batching comes for free.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::position::BinlogPosition;
+
+/// What is durable after a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Where to resume reading: the start of the first transaction not fully acknowledged.
+    pub position: BinlogPosition,
+    /// GTID of the last acknowledged transaction, where the server has GTIDs.
+    pub gtid: Option<String>,
+    /// Binlog event time of the last acknowledged transaction (ms since epoch).
+    pub last_commit_ts_ms: i64,
+    /// Highest `last_updated` (µs since epoch) among acknowledged records.
+    pub last_updated_us: Option<i64>,
+}
+
+/// The SQLite file holding the checkpoint.
+pub struct CheckpointStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl CheckpointStore {
+    /// Opens (creating if needed) and locks the store. Blocking: call from a blocking context.
+    pub fn open(path: &Path) -> Result<Self> {
+        let err = |msg: String| Error::State {
+            path: path.to_path_buf(),
+            msg,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                err(format!(
+                    "cannot create the directory {}: {e} (check --state)",
+                    dir.display()
+                ))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| {
+            err(format!(
+                "cannot open: {e} (check --state and its permissions)"
+            ))
+        })?;
+        let locked = |e: rusqlite::Error| {
+            let busy = matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            );
+            if busy {
+                err("locked by another running rtis-producer; use a separate --state file per producer".into())
+            } else if matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+            ) {
+                err(format!(
+                    "the file is corrupt or not an rtis checkpoint ({e}); refusing to start from an unknown \
+                     position. Restore it from a backup, or move it aside to start anew (the topic's last \
+                     records still prevent duplicates)"
+                ))
+            } else {
+                err(format!("{e}"))
+            }
+        };
+        conn.busy_timeout(std::time::Duration::from_millis(0))
+            .map_err(locked)?;
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(locked)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(locked)?;
+        // take the exclusive lock now, and hold it for the connection's life
+        conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")
+            .map_err(locked)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(locked)?;
+        if check != "ok" {
+            return Err(err(format!(
+                "integrity check failed ({check}); refusing to start from an unknown position"
+            )));
+        }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS checkpoint (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                binlog_file TEXT NOT NULL,
+                binlog_pos INTEGER NOT NULL,
+                gtid TEXT,
+                last_commit_ts_ms INTEGER NOT NULL,
+                last_updated_us INTEGER,
+                written_at_ms INTEGER NOT NULL
+            );",
+        )
+        .map_err(locked)?;
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn load(&self) -> Result<Option<Checkpoint>> {
+        self.conn
+            .query_row(
+                "SELECT binlog_file, binlog_pos, gtid, last_commit_ts_ms, last_updated_us FROM checkpoint WHERE id = 1",
+                [],
+                |r| {
+                    Ok(Checkpoint {
+                        position: BinlogPosition::new(r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64),
+                        gtid: r.get(2)?,
+                        last_commit_ts_ms: r.get(3)?,
+                        last_updated_us: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| Error::State {
+                path: self.path.clone(),
+                msg: format!("cannot read the checkpoint: {e}"),
+            })
+    }
+
+    pub fn save(&self, cp: &Checkpoint) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO checkpoint (id, binlog_file, binlog_pos, gtid, last_commit_ts_ms, last_updated_us, written_at_ms)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET binlog_file = ?1, binlog_pos = ?2, gtid = ?3,
+                   last_commit_ts_ms = ?4, last_updated_us = ?5, written_at_ms = ?6",
+                params![
+                    cp.position.file,
+                    cp.position.pos as i64,
+                    cp.gtid,
+                    cp.last_commit_ts_ms,
+                    cp.last_updated_us,
+                    now_ms()
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| Error::State {
+                path: self.path.clone(),
+                msg: format!("cannot write the checkpoint: {e}"),
+            })
+    }
+}
+
+/// Writes checkpoints on a dedicated thread, latest value wins.
+pub struct CheckpointWriter {
+    tx: watch::Sender<Option<Checkpoint>>,
+    thread: std::thread::JoinHandle<Result<CheckpointStore>>,
+}
+
+impl CheckpointWriter {
+    pub fn spawn(store: CheckpointStore) -> Self {
+        let (tx, mut rx) = watch::channel(None::<Checkpoint>);
+        let thread = std::thread::Builder::new()
+            .name("rtis-checkpoint".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("current-thread runtime");
+                let mut written: Option<Checkpoint> = None;
+                loop {
+                    let open = rt.block_on(rx.changed()).is_ok();
+                    let cp = rx.borrow_and_update().clone();
+                    if let Some(cp) = cp {
+                        if written.as_ref() != Some(&cp) {
+                            store.save(&cp)?;
+                            tracing::debug!(position = %cp.position, "checkpoint written");
+                            written = Some(cp);
+                        }
+                    }
+                    if !open {
+                        return Ok(store);
+                    }
+                }
+            })
+            .expect("spawn checkpoint thread");
+        Self { tx, thread }
+    }
+
+    /// Queues a checkpoint; it replaces any not yet written.
+    pub fn update(&self, cp: Checkpoint) {
+        self.tx.send_replace(Some(cp));
+    }
+
+    /// Whether the writer thread stopped (it does so only on a write error).
+    pub fn is_dead(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Writes the last queued checkpoint and returns the store.
+    pub async fn finish(self) -> Result<CheckpointStore> {
+        drop(self.tx);
+        let thread = self.thread;
+        tokio::task::spawn_blocking(move || thread.join().expect("checkpoint thread panicked"))
+            .await
+            .expect("join checkpoint thread")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp(pos: u64) -> Checkpoint {
+        Checkpoint {
+            position: BinlogPosition::new("mariadb-bin.000001", pos),
+            gtid: Some("0-1-5".into()),
+            last_commit_ts_ms: 1_700_000_000_000,
+            last_updated_us: Some(1_700_000_000_000_001),
+        }
+    }
+
+    #[test]
+    fn saves_loads_and_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/rtis.sqlite");
+        let store = CheckpointStore::open(&path).unwrap();
+        assert_eq!(store.load().unwrap(), None);
+        store.save(&cp(100)).unwrap();
+        store.save(&cp(200)).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp(200)));
+        let second = CheckpointStore::open(&path)
+            .err()
+            .expect("second open must fail");
+        assert!(
+            second
+                .to_string()
+                .contains("locked by another running rtis-producer"),
+            "{second}"
+        );
+        drop(store);
+        let again = CheckpointStore::open(&path).unwrap();
+        assert_eq!(again.load().unwrap(), Some(cp(200)));
+    }
+
+    #[test]
+    fn refuses_a_corrupt_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rtis.sqlite");
+        std::fs::write(
+            &path,
+            b"this is not sqlite at all, just some bytes that fill a header..........",
+        )
+        .unwrap();
+        let e = CheckpointStore::open(&path).err().expect("must refuse");
+        assert!(e.to_string().contains("corrupt"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn writer_thread_writes_the_latest_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rtis.sqlite");
+        let w = CheckpointWriter::spawn(CheckpointStore::open(&path).unwrap());
+        for p in 1..=500 {
+            w.update(cp(p));
+        }
+        let store = w.finish().await.unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp(500)));
+    }
+}

@@ -1,0 +1,462 @@
+//! `rtis-consumer`: Kafka → JSON lines, one file per partition, exactly once in the files.
+//!
+//! * The file is the source of truth for progress: on assignment the consumer truncates a torn
+//!   last line, reads the offset of the last whole line (of the data file and of the dead-letter
+//!   file) and starts the partition at the next offset. The group's committed offset is written
+//!   after each fsync, for monitoring only.
+//! * Lines are appended in batches, each batch followed by `fsync`, before the next poll; on a
+//!   revoke the pending batch is written and synced before the partition is given up. An
+//!   exclusive `flock` on each file guards against two writers.
+//! * A record that cannot be decoded goes whole to `<topic>-<partition>.dead.jsonl`.
+//!
+//! All file I/O runs on a dedicated thread, never on the async runtime's workers.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde_json::{json, Value as Json};
+
+use crate::avro::{fingerprint_hex, split_single_object, WriterSchema};
+use crate::config::{kafka_client_config, ConsumerConfig};
+use crate::error::{chain, Error, Result};
+
+const BATCH: usize = 1000;
+const BATCH_WAIT: Duration = Duration::from_millis(50);
+
+/// Data file and dead-letter file of one partition, locked while owned.
+struct PartitionFiles {
+    data: File,
+    dead: File,
+    next_offset: Option<i64>,
+    pending: Vec<u8>,
+    pending_dead: Vec<u8>,
+    dirty: bool,
+}
+
+fn lock(file: &File, path: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // SAFETY: flock on a valid, owned descriptor
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::io(
+                format!("{} is locked by another consumer for 30s", path.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Opens a JSON-lines file, truncates a torn last line and returns the last line's `offset`.
+fn open_recover(path: &Path) -> Result<(File, Option<i64>)> {
+    let ctx = |what: &str| format!("{what} {}", path.display());
+    let mut f = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| Error::io(ctx("opening"), e))?;
+    lock(&f, path)?;
+    let mut content = Vec::new();
+    f.read_to_end(&mut content)
+        .map_err(|e| Error::io(ctx("reading"), e))?;
+    let keep = content
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    if keep < content.len() {
+        tracing::warn!(file = %path.display(), bytes = content.len() - keep, "truncating a torn last line");
+        f.set_len(keep as u64)
+            .map_err(|e| Error::io(ctx("truncating"), e))?;
+        f.sync_all().map_err(|e| Error::io(ctx("syncing"), e))?;
+    }
+    f.seek(SeekFrom::End(0))
+        .map_err(|e| Error::io(ctx("seeking"), e))?;
+    let last = content[..keep]
+        .split(|&b| b == b'\n')
+        .rev()
+        .find(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice::<Json>(l)
+                .ok()
+                .and_then(|j| j.get("offset").and_then(Json::as_i64))
+                .ok_or_else(|| {
+                    Error::io(
+                        ctx("the last line has no offset in"),
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "not an rtis JSON line",
+                        ),
+                    )
+                })
+        })
+        .transpose()?;
+    Ok((f, last))
+}
+
+struct Ctx {
+    dir: PathBuf,
+    topic: String,
+    files: Mutex<HashMap<i32, PartitionFiles>>,
+    failure: Mutex<Option<Error>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Ctx {
+    fn data_path(&self, p: i32) -> PathBuf {
+        self.dir.join(format!("{}-{p}.jsonl", self.topic))
+    }
+    fn dead_path(&self, p: i32) -> PathBuf {
+        self.dir.join(format!("{}-{p}.dead.jsonl", self.topic))
+    }
+
+    fn open_partition(&self, p: i32) -> Result<PartitionFiles> {
+        let (data, a) = open_recover(&self.data_path(p))?;
+        let (dead, b) = open_recover(&self.dead_path(p))?;
+        let next_offset = a.max(b).map(|o| o + 1);
+        Ok(PartitionFiles {
+            data,
+            dead,
+            next_offset,
+            pending: Vec::new(),
+            pending_dead: Vec::new(),
+            dirty: false,
+        })
+    }
+
+    fn fail(&self, e: Error) {
+        tracing::error!(error = %chain(&e), "consumer stopping");
+        self.failure.lock().unwrap().get_or_insert(e);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Writes and fsyncs every pending batch; returns the offsets to commit.
+    fn flush(&self) -> Result<TopicPartitionList> {
+        let mut files = self.files.lock().unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for (p, f) in files.iter_mut() {
+            if !f.dirty {
+                continue;
+            }
+            for (file, buf, path) in [
+                (&mut f.data, &mut f.pending, self.data_path(*p)),
+                (&mut f.dead, &mut f.pending_dead, self.dead_path(*p)),
+            ] {
+                if buf.is_empty() {
+                    continue;
+                }
+                file.write_all(buf)
+                    .and_then(|_| file.sync_data())
+                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+                buf.clear();
+            }
+            f.dirty = false;
+            if let Some(next) = f.next_offset {
+                let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(next));
+            }
+        }
+        Ok(tpl)
+    }
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                for p in parts {
+                    match self.open_partition(p) {
+                        Ok(f) => {
+                            let off = f.next_offset.map_or(Offset::Beginning, Offset::Offset);
+                            tracing::info!(partition = p, offset = ?off, "assigned; resuming from the file");
+                            let _ = tpl.set_partition_offset(&self.topic, p, off);
+                            self.files.lock().unwrap().insert(p, f);
+                        }
+                        Err(e) => self.fail(e),
+                    }
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    self.fail(Error::kafka("assigning partitions", e));
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                match self.flush() {
+                    Ok(offsets) if offsets.count() > 0 => {
+                        let _ = consumer.commit(&offsets, CommitMode::Sync);
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.fail(e),
+                }
+                let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                let mut files = self.files.lock().unwrap();
+                for p in revoked {
+                    files.remove(&p); // closing releases the lock
+                    tracing::info!(partition = p, "revoked");
+                }
+                drop(files);
+                let _ = consumer.unassign();
+            }
+            other => tracing::warn!(error = ?other, "rebalance error"),
+        }
+    }
+}
+
+/// Writer schemas by fingerprint, loaded from `<topic>-schemas`.
+struct Schemas {
+    brokers: String,
+    extra: Vec<String>,
+    topic: String,
+    cache: HashMap<[u8; 8], WriterSchema>,
+}
+
+impl Schemas {
+    fn reload(&mut self) -> Result<()> {
+        let mut cfg = kafka_client_config(&self.brokers, &self.extra)?;
+        cfg.set("group.id", "rtis-schema-reader")
+            .set("enable.auto.commit", "false");
+        let c: BaseConsumer = cfg
+            .create()
+            .map_err(|e| Error::kafka("creating the schema reader", e))?;
+        let (low, high) = c
+            .fetch_watermarks(&self.topic, 0, Duration::from_secs(10))
+            .map_err(|e| Error::kafka(format!("reading {}", self.topic), e))?;
+        if high <= low {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, 0, Offset::Offset(low))
+            .map_err(|e| Error::kafka("schema assignment", e))?;
+        c.assign(&tpl)
+            .map_err(|e| Error::kafka("schema assignment", e))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if Instant::now() > deadline {
+                return Err(Error::Preflight(format!(
+                    "reading {} timed out",
+                    self.topic
+                )));
+            }
+            let Some(m) = c.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = m.map_err(|e| Error::kafka(format!("reading {}", self.topic), e))?;
+            if let Some(json) = m.payload().and_then(|p| std::str::from_utf8(p).ok()) {
+                match WriterSchema::parse(json) {
+                    Ok(s) => {
+                        self.cache.insert(s.fingerprint, s);
+                    }
+                    Err(e) => {
+                        tracing::warn!(offset = m.offset(), error = %e, "ignoring a bad schema record")
+                    }
+                }
+            }
+            if m.offset() >= high - 1 {
+                return Ok(());
+            }
+        }
+    }
+
+    fn decode(&mut self, bytes: &[u8]) -> std::result::Result<Json, String> {
+        let (fp, body) =
+            split_single_object(bytes).ok_or("not Avro single-object encoded (no C3 01 marker)")?;
+        if !self.cache.contains_key(&fp) {
+            self.reload()
+                .map_err(|e| format!("cannot load writer schemas: {e}"))?;
+        }
+        let schema = self
+            .cache
+            .get(&fp)
+            .ok_or_else(|| format!("unknown writer schema fingerprint {}", fingerprint_hex(&fp)))?;
+        crate::avro::decode_to_json(schema, body)
+    }
+}
+
+/// Turns one message into its JSON line (or an error for the dead-letter file).
+fn render(schemas: &mut Schemas, m: &BorrowedMessage<'_>) -> std::result::Result<Json, String> {
+    let key = match m.key() {
+        Some(k) => schemas.decode(k).map_err(|e| format!("key: {e}"))?,
+        None => Json::Null,
+    };
+    let mut line = serde_json::Map::new();
+    line.insert("partition".into(), json!(m.partition()));
+    line.insert("offset".into(), json!(m.offset()));
+    line.insert("key".into(), key);
+    match m.payload() {
+        None => {
+            line.insert("op".into(), json!("tombstone"));
+        }
+        Some(v) => {
+            let Json::Object(env) = schemas.decode(v).map_err(|e| format!("value: {e}"))? else {
+                return Err("value: not a record".into());
+            };
+            for (k, v) in env {
+                line.insert(k, v);
+            }
+        }
+    }
+    Ok(Json::Object(line))
+}
+
+fn dead_line(m: &BorrowedMessage<'_>, error: &str) -> Json {
+    let b64 = |b: Option<&[u8]>| b.map(|b| base64::engine::general_purpose::STANDARD.encode(b));
+    json!({
+        "partition": m.partition(),
+        "offset": m.offset(),
+        "key_base64": b64(m.key()),
+        "value_base64": b64(m.payload()),
+        "error": error,
+    })
+}
+
+/// Runs the consumer on the calling thread until `stop` is set. Blocking.
+pub fn run_blocking(cfg: ConsumerConfig, stop: Arc<AtomicBool>) -> Result<()> {
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| {
+        Error::io(
+            format!("--out-dir: cannot create {}", cfg.out_dir.display()),
+            e,
+        )
+    })?;
+    let ctx = Ctx {
+        dir: cfg.out_dir.clone(),
+        topic: cfg.topic.clone(),
+        files: Mutex::new(HashMap::new()),
+        failure: Mutex::new(None),
+        stop: stop.clone(),
+    };
+    let mut kcfg = kafka_client_config(&cfg.brokers, &cfg.kafka_options)?;
+    kcfg.set("group.id", &cfg.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "roundrobin")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000");
+    let consumer: BaseConsumer<Ctx> = kcfg
+        .create_with_context(ctx)
+        .map_err(|e| Error::kafka("creating the consumer (check --kafka-option values)", e))?;
+    let n = crate::kafka::partition_count(&cfg.brokers, &cfg.kafka_options, &cfg.topic)?;
+    if n.is_none() {
+        return Err(Error::Preflight(format!(
+            "--topic: expected topic {} to exist on {}, found none",
+            cfg.topic, cfg.brokers
+        )));
+    }
+    consumer
+        .subscribe(&[&cfg.topic])
+        .map_err(|e| Error::kafka(format!("subscribing to {}", cfg.topic), e))?;
+    let mut schemas = Schemas {
+        brokers: cfg.brokers.clone(),
+        extra: cfg.kafka_options.clone(),
+        topic: format!("{}-schemas", cfg.topic),
+        cache: HashMap::new(),
+    };
+    tracing::info!(topic = %cfg.topic, group = %cfg.group, dir = %cfg.out_dir.display(), "consuming");
+    let mut batch = 0usize;
+    let mut batch_started = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let timeout = if batch == 0 {
+            Duration::from_millis(200)
+        } else {
+            Duration::ZERO
+        };
+        let polled = consumer.poll(timeout);
+        let idle = polled.is_none();
+        if let Some(res) = polled {
+            match res {
+                Err(e) => tracing::warn!(error = %e, "consumer error (retrying)"),
+                Ok(m) => {
+                    let p = m.partition();
+                    let rendered = render(&mut schemas, &m);
+                    let mut files = consumer.context().files.lock().unwrap();
+                    if let Some(f) = files.get_mut(&p) {
+                        if f.next_offset.is_none_or(|n| m.offset() >= n) {
+                            match rendered {
+                                Ok(line) => {
+                                    serde_json::to_writer(&mut f.pending, &line).expect("json");
+                                    f.pending.push(b'\n');
+                                }
+                                Err(err) => {
+                                    tracing::warn!(partition = p, offset = m.offset(), error = %err, "dead-lettering an undecodable record");
+                                    serde_json::to_writer(
+                                        &mut f.pending_dead,
+                                        &dead_line(&m, &err),
+                                    )
+                                    .expect("json");
+                                    f.pending_dead.push(b'\n');
+                                }
+                            }
+                            f.next_offset = Some(m.offset() + 1);
+                            f.dirty = true;
+                            if batch == 0 {
+                                batch_started = Instant::now();
+                            }
+                            batch += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if batch > 0 && (idle || batch >= BATCH || batch_started.elapsed() >= BATCH_WAIT) {
+            let offsets = consumer.context().flush();
+            match offsets {
+                Ok(tpl) => {
+                    if tpl.count() > 0 {
+                        let _ = consumer.commit(&tpl, CommitMode::Async);
+                    }
+                }
+                Err(e) => consumer.context().fail(e),
+            }
+            batch = 0;
+        }
+    }
+    if let Err(e) = consumer.context().flush() {
+        consumer.context().fail(e);
+    }
+    let failure = consumer.context().failure.lock().unwrap().take();
+    consumer.unsubscribe();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Runs the consumer until `shutdown` resolves; the work happens on a blocking thread.
+pub async fn run(
+    cfg: ConsumerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let watcher = tokio::spawn(async move {
+        shutdown.await;
+        s.store(true, Ordering::SeqCst);
+    });
+    let res = tokio::task::spawn_blocking(move || run_blocking(cfg, stop))
+        .await
+        .expect("consumer thread panicked");
+    watcher.abort();
+    res
+}

@@ -1,0 +1,141 @@
+//! Errors grouped by the recovery they need.
+//!
+//! * transient ([`Error::is_transient`]): lost connections, broker timeouts — the producer
+//!   reconnects with backoff and resumes from its last checkpoint (duplicates are skipped);
+//! * definite: bad configuration, failed preflight, undecodable events, purged binlogs — the
+//!   process stops with a message naming the setting, table, column or position.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag, env var or config value is malformed.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The source or the broker is not set up the way rtis needs.
+    #[error("preflight: {0}")]
+    Preflight(String),
+    /// The table has a column or shape rtis cannot capture.
+    #[error("schema: {0}")]
+    Schema(String),
+    /// MySQL/MariaDB client error.
+    #[error("MySQL {context}: {source}")]
+    Mysql {
+        context: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// Kafka client error.
+    #[error("Kafka {context}: {source}")]
+    Kafka {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The binlog stream broke or held something rtis cannot decode (position included).
+    #[error("binlog at {position}: {msg}")]
+    Binlog { position: String, msg: String },
+    /// The binlog stream ended or stalled (connection lost, no heartbeat).
+    #[error("binlog stream interrupted at {position}: {msg}")]
+    StreamLost { position: String, msg: String },
+    /// The binlog file rtis must resume from is gone from the server.
+    #[error(
+        "the checkpoint in {state} says to resume from {position}, but the server no longer has \
+         that binlog file (purged; oldest is {oldest}). Changes in between are lost to the binlog. \
+         Recover with `rtis-producer reset --state {state} --snapshot` and restart (re-snapshots), \
+         or start with `--snapshot when-needed`"
+    )]
+    BinlogPurged {
+        state: String,
+        position: String,
+        oldest: String,
+    },
+    /// The SQLite checkpoint store.
+    #[error("checkpoint store {path}: {msg}")]
+    State { path: PathBuf, msg: String },
+    /// Local file I/O.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Broker acknowledgement failed for a record (after librdkafka's own retries).
+    #[error("delivery to {topic} partition {partition} failed: {source}")]
+    Delivery {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+impl Error {
+    pub fn mysql(context: impl Into<String>, source: mysql_async::Error) -> Self {
+        Error::Mysql {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn kafka(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        Error::Kafka {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Whether reconnecting and resuming from the checkpoint may fix this.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Mysql { source, .. } => matches!(source, mysql_async::Error::Io(_)),
+            Error::Kafka { source, .. } | Error::Delivery { source, .. } => {
+                use rdkafka::types::RDKafkaErrorCode as C;
+                match source.rdkafka_error_code() {
+                    Some(code) => matches!(
+                        code,
+                        C::MessageTimedOut
+                            | C::RequestTimedOut
+                            | C::BrokerTransportFailure
+                            | C::AllBrokersDown
+                            | C::NetworkException
+                            | C::NotEnoughReplicas
+                            | C::NotEnoughReplicasAfterAppend
+                            | C::LeaderNotAvailable
+                            | C::NotLeaderForPartition
+                            | C::OperationTimedOut
+                            | C::Resolve
+                            | C::QueueFull
+                    ),
+                    None => false,
+                }
+            }
+            Error::StreamLost { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Formats an error with its whole cause chain on one line (for logs and exit messages).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let msg = c.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        cur = c.source();
+    }
+    s
+}

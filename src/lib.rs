@@ -1,0 +1,22 @@
+//! rtis (RealTimeIncrementalSync): MySQL/MariaDB binlog change-data-capture to Kafka, as Avro.
+//!
+//! Stages, one module each: [`preflight`] (source checks), [`schema`] (columns → Avro types),
+//! [`value`] (value conversion shared by binlog and snapshot), [`avro`] (encoding),
+//! [`replication`] (binlog → records), [`kafka`] (broker), [`checkpoint`] (SQLite),
+//! [`pipeline`] (wiring, no logic of its own) and [`consumer`] (Kafka → JSON lines).
+
+pub mod avro;
+pub mod checkpoint;
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod kafka;
+pub mod logging;
+pub mod pipeline;
+pub mod position;
+pub mod preflight;
+pub mod replication;
+pub mod schema;
+pub mod value;
+
+pub use error::{Error, Result};

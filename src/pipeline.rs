@@ -1,0 +1,299 @@
+//! Wiring of the producer: preflight → checkpoint → broker set-up → replication → acks →
+//! checkpoint, inside a reconnect loop. Decisions live in the stage modules; this module only
+//! connects them.
+//!
+//! Why resuming is exact: the checkpoint names the start of the first transaction not fully
+//! acknowledged, so a new session re-reads at most the transactions whose records were in flight
+//! at the crash. Those records either reached the broker (then the partition's last record is at
+//! or after them, and the replication stage skips them by position) or did not (then they are
+//! sent now). Per partition, the idempotent producer keeps records in order with no gap, which
+//! is what makes "at or below the partition's last position" the exact set already delivered.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter};
+use crate::config::ProducerConfig;
+use crate::error::{chain, Error, Result};
+use crate::kafka;
+use crate::position::BinlogPosition;
+use crate::preflight;
+use crate::replication::{Ack, Streamer};
+
+/// Runs the producer until `shutdown` resolves (graceful: in-flight records are acknowledged
+/// and the checkpoint written) or a definite error occurs.
+pub async fn run(
+    cfg: ProducerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    cfg.validate()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let watcher = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let res = run_inner(&cfg, stop_rx).await;
+    watcher.abort();
+    res
+}
+
+async fn run_inner(cfg: &ProducerConfig, mut stop: watch::Receiver<bool>) -> Result<()> {
+    let opts = preflight::mysql_opts(&cfg.mysql_url, cfg.mysql_password.as_deref())?;
+    let db = opts.db_name().unwrap_or_default().to_string();
+    // preflight before anything is written
+    let mut conn = preflight::connect(&opts).await?;
+    let facts = preflight::check_source(&mut conn, &db, &cfg.table, &cfg.timestamp_column).await?;
+    let _ = conn.disconnect().await;
+    tracing::info!(version = %facts.version, table = %format!("{db}.{}", cfg.table), "source preflight passed");
+    ensure_topics(cfg).await?;
+
+    let path = cfg.state.clone();
+    let store = tokio::task::spawn_blocking(move || CheckpointStore::open(&path))
+        .await
+        .expect("open checkpoint store")?;
+    let mut checkpoint = store.load()?;
+    let writer = CheckpointWriter::spawn(store);
+    let (last_tx, last_rx) = watch::channel(checkpoint.clone());
+    let mut published = HashSet::new();
+    let mut failures = 0u32;
+    let result = loop {
+        let started = Instant::now();
+        let res = session(
+            cfg,
+            &opts,
+            &facts,
+            &mut checkpoint,
+            &writer,
+            &last_tx,
+            &mut published,
+            &mut stop,
+        )
+        .await;
+        checkpoint = last_rx.borrow().clone().or(checkpoint);
+        match res {
+            Ok(()) => break Ok(()),
+            Err(e) if e.is_transient() => {
+                if started.elapsed() > Duration::from_secs(60) {
+                    failures = 0;
+                }
+                failures += 1;
+                if cfg.max_retries > 0 && failures > cfg.max_retries {
+                    break Err(e);
+                }
+                let wait = Duration::from_millis(500 * 2u64.pow(failures.min(6)))
+                    .min(Duration::from_secs(30));
+                tracing::warn!(error = %chain(&e), retry_in_ms = wait.as_millis() as u64, attempt = failures, "session failed; reconnecting from the last checkpoint");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => break Ok(()),
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let store = writer.finish().await?;
+    if let Some(cp) = store.load()? {
+        tracing::info!(position = %cp.position, gtid = ?cp.gtid, "checkpoint on exit");
+    }
+    result
+}
+
+async fn ensure_topics(cfg: &ProducerConfig) -> Result<()> {
+    let (brokers, extra, topic) = (
+        cfg.brokers.clone(),
+        cfg.kafka_options.clone(),
+        cfg.topic.clone(),
+    );
+    let count =
+        tokio::task::spawn_blocking(move || kafka::partition_count(&brokers, &extra, &topic))
+            .await
+            .expect("metadata")?;
+    match (count, cfg.partitions) {
+        (Some(_), _) => {}
+        (None, Some(n)) => {
+            kafka::create_topic(&cfg.brokers, &cfg.kafka_options, &cfg.topic, n, &[]).await?;
+            tracing::info!(topic = %cfg.topic, partitions = n, "created topic");
+        }
+        (None, None) => {
+            return Err(Error::Preflight(format!(
+                "--topic: expected topic {} to exist on {}, found none; create it, or pass --partitions N to let rtis create it",
+                cfg.topic, cfg.brokers
+            )))
+        }
+    }
+    let schema_topic = format!("{}-schemas", cfg.topic);
+    let (brokers, extra, st) = (
+        cfg.brokers.clone(),
+        cfg.kafka_options.clone(),
+        schema_topic.clone(),
+    );
+    let schemas =
+        tokio::task::spawn_blocking(move || kafka::partition_count(&brokers, &extra, &st))
+            .await
+            .expect("metadata")?;
+    if schemas.is_none() {
+        kafka::create_topic(
+            &cfg.brokers,
+            &cfg.kafka_options,
+            &schema_topic,
+            1,
+            &[("cleanup.policy", "compact")],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    cfg: &ProducerConfig,
+    opts: &mysql_async::Opts,
+    facts: &preflight::SourceFacts,
+    checkpoint: &mut Option<Checkpoint>,
+    writer: &CheckpointWriter,
+    last: &watch::Sender<Option<Checkpoint>>,
+    published: &mut HashSet<[u8; 8]>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let mut conn = preflight::connect(opts).await?;
+    let (end, end_gtid) = preflight::binlog_end(&mut conn, facts.mariadb).await?;
+    let start = match checkpoint {
+        Some(cp) => {
+            let files = preflight::binlog_files(&mut conn).await?;
+            if !files.contains(&cp.position.file) {
+                return Err(Error::BinlogPurged {
+                    state: cfg.state.display().to_string(),
+                    position: cp.position.to_string(),
+                    oldest: files.first().cloned().unwrap_or_else(|| "none".into()),
+                });
+            }
+            cp.position.clone()
+        }
+        None => {
+            // first start: stream from the current end, and make that durable right away so a
+            // crash before the first transaction cannot skip what happens meanwhile
+            let cp = Checkpoint {
+                position: end.clone(),
+                gtid: end_gtid,
+                last_commit_ts_ms: 0,
+                last_updated_us: None,
+            };
+            writer.update(cp.clone());
+            let _ = last.send(Some(cp.clone()));
+            *checkpoint = Some(cp);
+            end.clone()
+        }
+    };
+    let _ = conn.disconnect().await;
+
+    let (brokers, extra, topic) = (
+        cfg.brokers.clone(),
+        cfg.kafka_options.clone(),
+        cfg.topic.clone(),
+    );
+    let partitions =
+        tokio::task::spawn_blocking(move || kafka::partition_count(&brokers, &extra, &topic))
+            .await
+            .expect("metadata")?
+            .ok_or_else(|| Error::Preflight(format!("topic {} disappeared", cfg.topic)))?;
+    let producer =
+        kafka::create_producer(&cfg.brokers, &cfg.kafka_options, cfg.delivery_timeout_ms)?;
+    let (brokers, extra, topic) = (
+        cfg.brokers.clone(),
+        cfg.kafka_options.clone(),
+        cfg.topic.clone(),
+    );
+    let tails = tokio::task::spawn_blocking(move || {
+        kafka::read_partition_tails(&brokers, &extra, &topic, partitions)
+    })
+    .await
+    .expect("tails")?;
+    tracing::info!(start = %start, ?tails, partitions, "session starting");
+
+    let (ack_tx, ack_rx) = mpsc::channel(cfg.max_in_flight);
+    let last_updated = checkpoint.as_ref().and_then(|c| c.last_updated_us);
+    let mut streamer = Streamer::new(
+        opts.clone(),
+        facts,
+        cfg.server_id,
+        cfg.heartbeat(),
+        &producer,
+        &cfg.topic,
+        partitions,
+        tails,
+        ack_tx,
+        published,
+        cfg.timestamp_column.clone(),
+        last_updated,
+    );
+    let reader = async {
+        let r = streamer.run(&start, stop).await;
+        let stats = streamer.stats;
+        drop(streamer); // closes the ack queue: the tracker drains what is in flight
+        (r, stats)
+    };
+    let ((read_res, stats), track_res) =
+        tokio::join!(reader, track_acks(ack_rx, writer, last, &cfg.topic));
+    tracing::info!(
+        records = stats.records,
+        skipped_duplicates = stats.skipped_duplicates,
+        transactions = stats.transactions,
+        "session ended"
+    );
+    track_res?;
+    read_res
+}
+
+/// Awaits acknowledgements in order; queues a checkpoint once every record before it is acked.
+async fn track_acks(
+    mut rx: mpsc::Receiver<Ack>,
+    writer: &CheckpointWriter,
+    last: &watch::Sender<Option<Checkpoint>>,
+    topic: &str,
+) -> Result<()> {
+    let mut logged = Instant::now();
+    let mut acked = 0u64;
+    while let Some(a) = rx.recv().await {
+        match a {
+            Ack::Record { fut, partition } => match fut.await {
+                Ok(Ok(_)) => acked += 1,
+                Ok(Err((e, _))) => {
+                    return Err(Error::Delivery {
+                        topic: topic.to_string(),
+                        partition,
+                        source: e,
+                    })
+                }
+                Err(_) => {
+                    return Err(Error::StreamLost {
+                        position: topic.to_string(),
+                        msg: "the producer was dropped before acknowledging".into(),
+                    })
+                }
+            },
+            Ack::Commit(cp) => {
+                if writer.is_dead() {
+                    return Err(Error::State {
+                        path: "checkpoint".into(),
+                        msg: "the checkpoint writer stopped after a write error".into(),
+                    });
+                }
+                if logged.elapsed() > Duration::from_secs(10) {
+                    tracing::info!(position = %cp.position, gtid = ?cp.gtid, records_acked = acked, "checkpoint");
+                    logged = Instant::now();
+                }
+                writer.update(cp.clone());
+                let _ = last.send(Some(cp));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Start position override for tests and operators.
+pub fn parse_position(s: &str) -> Result<BinlogPosition> {
+    s.parse().map_err(|e| Error::Config(format!("{e}")))
+}

@@ -1,0 +1,705 @@
+//! Replication: reads the binlog as a replica, turns row events of the captured table into
+//! records and hands them to the broker, in binlog order.
+//!
+//! Correctness rules this module keeps:
+//! * Every record carries its [`SourcePos`]; a record at or below the last record already in its
+//!   partition (read at session start) is skipped — so resuming from a checkpoint that lags the
+//!   broker yields no duplicate, and resuming never starts inside a transaction.
+//! * Checkpoints are queued only at transaction boundaries (XID, `COMMIT`, standalone DDL, and
+//!   rotations outside a transaction), behind every record of that transaction in the ack queue,
+//!   so a checkpoint becomes durable only after all earlier records were acknowledged.
+//! * Each rows event is decoded with the schema of its own TABLE_MAP event (FULL row metadata),
+//!   so events written before an `ALTER TABLE` decode with the columns they had.
+//! * CRC32 of every event is verified (the client library strips it without checking).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
+use mysql_async::binlog::row::BinlogRow;
+use mysql_async::binlog::value::BinlogValue;
+use mysql_async::binlog::BinlogChecksumAlg;
+use mysql_async::prelude::*;
+use mysql_async::{BinlogStreamRequest, Opts};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::{mpsc, watch};
+
+use crate::avro::{self, SourceInfo, WriterSchema};
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::kafka::{self, partition_for};
+use crate::position::{file_seq, BinlogPosition, SourcePos};
+use crate::preflight::{self, SourceFacts};
+use crate::schema::TableSchema;
+use crate::value::{convert, Datum};
+
+/// Writer schemas and table schema prepared once per distinct TABLE_MAP.
+#[derive(Debug)]
+pub struct Prepared {
+    pub table: TableSchema,
+    pub value: WriterSchema,
+    pub key: WriterSchema,
+    pub timestamp_column: Option<usize>,
+}
+
+impl Prepared {
+    pub fn new(table: TableSchema, ts_col: &str) -> Result<Self> {
+        Ok(Self {
+            value: WriterSchema::parse(&avro::envelope_schema_json(&table))?,
+            key: WriterSchema::parse(&avro::key_schema_json(&table))?,
+            timestamp_column: table.column_index(ts_col),
+            table,
+        })
+    }
+}
+
+/// What the ack tracker receives, in binlog order.
+pub enum Ack {
+    Record {
+        fut: DeliveryFuture,
+        partition: i32,
+    },
+    /// All records queued before this are part of transactions that end at this checkpoint.
+    Commit(Checkpoint),
+}
+
+/// Counters shared with the caller.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StreamStats {
+    pub records: u64,
+    pub skipped_duplicates: u64,
+    pub transactions: u64,
+}
+
+/// Everything one streaming session needs.
+pub struct Streamer<'a> {
+    pub opts: Opts,
+    pub facts: &'a SourceFacts,
+    pub server_id: u32,
+    pub heartbeat: Duration,
+    pub producer: &'a FutureProducer,
+    pub topic: &'a str,
+    pub schema_topic: String,
+    pub partitions: i32,
+    /// Last record position per partition at session start.
+    pub tails: Vec<Option<SourcePos>>,
+    pub acks: mpsc::Sender<Ack>,
+    pub published: &'a mut HashSet<[u8; 8]>,
+    pub timestamp_column: String,
+    pub stats: StreamStats,
+    /// Highest `last_updated` seen, carried into checkpoints.
+    pub last_updated_us: Option<i64>,
+    // state while streaming
+    file: String,
+    gtid: Option<String>,
+    in_txn: bool,
+    checksum_verified: bool,
+    tables: HashMap<u64, (TableMapEvent<'static>, Arc<Prepared>)>,
+    buf: Vec<u8>,
+    key_buf: Vec<u8>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The fake ROTATE event's file name may end with the 4 checksum bytes (mysql_async #189):
+/// keep the name up to the end of its numeric extension.
+pub fn clean_rotate_name(raw: &[u8]) -> String {
+    let s = String::from_utf8_lossy(raw);
+    match s.rfind('.') {
+        Some(dot) => {
+            let digits: String = s[dot + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            format!("{}.{}", &s[..dot], digits)
+        }
+        None => s.into_owned(),
+    }
+}
+
+/// MariaDB GTID event (type 162): seq_no u64, domain_id u32, flags u8.
+fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<(String, bool)> {
+    if data.len() < 13 {
+        return None;
+    }
+    let seq = u64::from_le_bytes(data[0..8].try_into().ok()?);
+    let domain = u32::from_le_bytes(data[8..12].try_into().ok()?);
+    let standalone = data[12] & 1 != 0;
+    Some((format!("{domain}-{server_id}-{seq}"), standalone))
+}
+
+fn uuid(sid: &[u8; 16]) -> String {
+    let h: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+impl<'a> Streamer<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        opts: Opts,
+        facts: &'a SourceFacts,
+        server_id: u32,
+        heartbeat: Duration,
+        producer: &'a FutureProducer,
+        topic: &'a str,
+        partitions: i32,
+        tails: Vec<Option<SourcePos>>,
+        acks: mpsc::Sender<Ack>,
+        published: &'a mut HashSet<[u8; 8]>,
+        timestamp_column: String,
+        last_updated_us: Option<i64>,
+    ) -> Self {
+        Self {
+            opts,
+            facts,
+            server_id,
+            heartbeat,
+            producer,
+            topic,
+            schema_topic: format!("{topic}-schemas"),
+            partitions,
+            tails,
+            acks,
+            published,
+            timestamp_column,
+            stats: StreamStats::default(),
+            last_updated_us,
+            file: String::new(),
+            gtid: None,
+            in_txn: false,
+            checksum_verified: false,
+            tables: HashMap::new(),
+            buf: Vec::with_capacity(512),
+            key_buf: Vec::with_capacity(32),
+        }
+    }
+
+    fn here(&self, pos: u64) -> String {
+        format!("{}:{pos}", self.file)
+    }
+
+    /// Streams from `start` until shutdown or an error.
+    pub async fn run(
+        &mut self,
+        start: &BinlogPosition,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<()> {
+        let mut conn = preflight::connect(&self.opts).await?;
+        let hb_ns = self.heartbeat.as_nanos() as u64;
+        let mut setup = vec![
+            format!("SET @master_heartbeat_period = {hb_ns}"),
+            format!("SET @source_heartbeat_period = {hb_ns}"),
+        ];
+        if self.facts.mariadb {
+            // receive GTID events as such, not rewritten to BEGIN queries
+            setup.push("SET @mariadb_slave_capability = 4".into());
+        }
+        for q in setup {
+            conn.query_drop(q)
+                .await
+                .map_err(|e| Error::mysql("preparing the replication session", e))?;
+        }
+        self.file = start.file.clone();
+        let req = BinlogStreamRequest::new(self.server_id)
+            .with_filename(start.file.as_bytes())
+            .with_pos(start.pos);
+        let mut stream = conn
+            .get_binlog_stream(req)
+            .await
+            .map_err(|e| Error::mysql(format!("requesting the binlog from {start}"), e))?;
+        tracing::info!(position = %start, "streaming binlog");
+        let idle = self.heartbeat * 3 + Duration::from_secs(2);
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Ok(()),
+                n = tokio::time::timeout(idle, stream.next()) => n,
+            };
+            let ev = match next {
+                Err(_) => {
+                    return Err(Error::StreamLost {
+                        position: self.file.clone(),
+                        msg: format!("no event or heartbeat for {}s", idle.as_secs()),
+                    })
+                }
+                Ok(None) => {
+                    return Err(Error::StreamLost {
+                        position: self.file.clone(),
+                        msg: "the server closed the replication stream".into(),
+                    })
+                }
+                Ok(Some(Err(e))) => {
+                    return Err(match e {
+                        mysql_async::Error::Server(s) if s.code == 1236 => Error::Binlog {
+                            position: self.file.clone(),
+                            msg: format!("the server cannot send the binlog: {}", s.message),
+                        },
+                        mysql_async::Error::Io(_) => Error::StreamLost {
+                            position: self.file.clone(),
+                            msg: e.to_string(),
+                        },
+                        other => Error::mysql("reading the binlog stream", other),
+                    })
+                }
+                Ok(Some(Ok(ev))) => ev,
+            };
+            let tme = |id: u64| stream.get_tme(id);
+            self.handle(&ev, tme).await?;
+        }
+    }
+
+    fn verify_checksum(&mut self, ev: &Event) -> Result<()> {
+        let hdr = ev.header();
+        if hdr.timestamp() == 0 && hdr.event_type_raw() == 4 {
+            return Ok(()); // fake rotate: sent before the format description, no checksum known
+        }
+        let Ok(Some(alg)) = ev.footer().get_checksum_alg() else {
+            return Ok(());
+        };
+        if alg != BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32 {
+            return Ok(());
+        }
+        if let Some(sum) = ev.checksum() {
+            let want = u32::from_le_bytes(sum);
+            let got = ev.calc_checksum(alg);
+            if want != got {
+                return Err(Error::Binlog {
+                    position: self.here(hdr.log_pos() as u64),
+                    msg: format!(
+                        "event type {} fails its CRC32 check (stored {want:08x}, computed {got:08x}): \
+                         corrupt binlog or network",
+                        hdr.event_type_raw()
+                    ),
+                });
+            }
+            self.checksum_verified = true;
+        }
+        Ok(())
+    }
+
+    async fn handle<'t>(
+        &mut self,
+        ev: &Event,
+        tme: impl Fn(u64) -> Option<&'t TableMapEvent<'static>>,
+    ) -> Result<()> {
+        self.verify_checksum(ev)?;
+        let hdr = ev.header();
+        let ty = hdr.event_type_raw();
+        let log_pos = hdr.log_pos() as u64;
+        let ts_ms = hdr.timestamp() as i64 * 1000;
+        let bad = |this: &Self, e: std::io::Error| Error::Binlog {
+            position: this.here(log_pos),
+            msg: format!("cannot parse event type {ty}: {e}"),
+        };
+        match ty {
+            // MariaDB GTID
+            162 => {
+                if let Some((gtid, standalone)) = mariadb_gtid(ev.data(), hdr.server_id()) {
+                    self.gtid = Some(gtid);
+                    // a standalone group (DDL) has no BEGIN; it ends with its query
+                    self.in_txn = !standalone;
+                }
+                return Ok(());
+            }
+            // MariaDB ANNOTATE_ROWS, BINLOG_CHECKPOINT, GTID_LIST
+            160 | 161 | 163 => return Ok(()),
+            164 => {
+                return Err(Error::Binlog {
+                    position: self.here(log_pos),
+                    msg: "encrypted binlog (START_ENCRYPTION event): set encrypt_binlog=OFF".into(),
+                })
+            }
+            165..=171 => {
+                return Err(Error::Binlog {
+                    position: self.here(log_pos),
+                    msg: format!(
+                        "compressed binlog event (type {ty}): rtis does not decode them; set log_bin_compress=OFF"
+                    ),
+                })
+            }
+            _ => {}
+        }
+        let Some(data) = ev.read_data().map_err(|e| bad(self, e))? else {
+            return Ok(()); // unknown event type: carries no rows rtis could need
+        };
+        match data {
+            EventData::RotateEvent(r) => {
+                let name = clean_rotate_name(r.name_raw());
+                let real = hdr.timestamp() != 0;
+                self.file = name;
+                if real && !self.in_txn {
+                    self.commit(BinlogPosition::new(self.file.clone(), r.position()), ts_ms)
+                        .await?;
+                }
+            }
+            EventData::GtidEvent(g) => {
+                self.gtid = Some(format!("{}:{}", uuid(&g.sid()), g.gno()));
+            }
+            EventData::QueryEvent(q) => {
+                let sql = q.query();
+                let trimmed = sql.trim();
+                if trimmed.eq_ignore_ascii_case("BEGIN") {
+                    self.in_txn = true;
+                } else if trimmed.eq_ignore_ascii_case("COMMIT")
+                    || trimmed.eq_ignore_ascii_case("ROLLBACK")
+                {
+                    self.commit(BinlogPosition::new(self.file.clone(), log_pos), ts_ms)
+                        .await?;
+                } else {
+                    // DDL or other standalone statement: a transaction of its own
+                    let lower = trimmed.to_ascii_lowercase();
+                    if lower.contains(&self.facts.schema.table.to_ascii_lowercase()) {
+                        tracing::info!(position = %self.here(log_pos), statement = %trimmed, "DDL may touch the captured table; later events decode with their own table map");
+                    }
+                    self.commit(BinlogPosition::new(self.file.clone(), log_pos), ts_ms)
+                        .await?;
+                }
+            }
+            EventData::XidEvent(_) => {
+                self.commit(BinlogPosition::new(self.file.clone(), log_pos), ts_ms)
+                    .await?;
+            }
+            EventData::TableMapEvent(t) => {
+                if t.database_name() == self.facts.schema.db.as_str()
+                    && t.table_name() == self.facts.schema.table.as_str()
+                {
+                    let id = t.table_id();
+                    let same = self.tables.get(&id).is_some_and(|(old, _)| *old == t);
+                    if !same {
+                        let table = TableSchema::from_table_map(
+                            &t,
+                            &self.facts.collations,
+                            &self.facts.key_names,
+                        )
+                        .map_err(|e| Error::Binlog {
+                            position: self.here(log_pos),
+                            msg: e.to_string(),
+                        })?;
+                        let prepared = Prepared::new(table, &self.timestamp_column)?;
+                        self.publish(&prepared).await?;
+                        self.tables.insert(id, (t.into_owned(), Arc::new(prepared)));
+                    }
+                }
+            }
+            EventData::RowsEvent(rows) => {
+                let id = rows.table_id();
+                let Some(prepared) = self.tables.get(&id).map(|(_, p)| p.clone()) else {
+                    return Ok(()); // another table
+                };
+                if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
+                    return Err(Error::Binlog {
+                        position: self.here(log_pos),
+                        msg: "partial JSON update event: set binlog_row_value_options='' (full row images)".into(),
+                    });
+                }
+                let Some(map) = tme(id) else {
+                    return Err(Error::Binlog {
+                        position: self.here(log_pos),
+                        msg: format!("rows event for table id {id} without its table map"),
+                    });
+                };
+                let seq = file_seq(&self.file);
+                for (i, row) in rows.rows(map).enumerate() {
+                    let (before, after) = row.map_err(|e| bad(self, e))?;
+                    let before = before
+                        .map(|r| self.datums(&prepared, r, log_pos))
+                        .transpose()?;
+                    let after = after
+                        .map(|r| self.datums(&prepared, r, log_pos))
+                        .transpose()?;
+                    let pos = SourcePos {
+                        file_seq: seq,
+                        pos: log_pos,
+                        row: i as u32,
+                        sub: 0,
+                    };
+                    self.emit_change(&prepared, before, after, pos, ts_ms, false)
+                        .await?;
+                }
+            }
+            EventData::TransactionPayloadEvent(_) => {
+                return Err(Error::Binlog {
+                    position: self.here(log_pos),
+                    msg: "compressed transaction payload: set binlog_transaction_compression=OFF"
+                        .into(),
+                })
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn datums(&self, prepared: &Prepared, mut row: BinlogRow, log_pos: u64) -> Result<Vec<Datum>> {
+        let cols = &prepared.table.columns;
+        if row.len() != cols.len() {
+            return Err(Error::Binlog {
+                position: self.here(log_pos),
+                msg: format!(
+                    "row image has {} of {} columns: binlog_row_image must be FULL",
+                    row.len(),
+                    cols.len()
+                ),
+            });
+        }
+        let mut out = Vec::with_capacity(cols.len());
+        for (i, col) in cols.iter().enumerate() {
+            let d = match row.take(i) {
+                Some(BinlogValue::Value(v)) => convert(col, v),
+                _ => {
+                    return Err(Error::Binlog {
+                        position: self.here(log_pos),
+                        msg: format!("column {}: JSON values are not supported", col.name),
+                    })
+                }
+            }
+            .map_err(|e| Error::Binlog {
+                position: self.here(log_pos),
+                msg: format!("`{}`.`{}` {e}", prepared.table.db, prepared.table.table),
+            })?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    async fn publish(&mut self, p: &Prepared) -> Result<()> {
+        for s in [&p.value, &p.key] {
+            if self.published.insert(s.fingerprint) {
+                kafka::publish_schema(
+                    self.producer,
+                    &self.schema_topic,
+                    &s.fingerprint_hex(),
+                    &s.json,
+                )
+                .await?;
+                tracing::info!(fingerprint = %s.fingerprint_hex(), topic = %self.schema_topic, "published writer schema");
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self, position: BinlogPosition, ts_ms: i64) -> Result<()> {
+        self.in_txn = false;
+        self.stats.transactions += 1;
+        let cp = Checkpoint {
+            position,
+            gtid: self.gtid.clone(),
+            last_commit_ts_ms: ts_ms,
+            last_updated_us: self.last_updated_us,
+        };
+        self.acks
+            .send(Ack::Commit(cp))
+            .await
+            .map_err(|_| Error::StreamLost {
+                position: self.file.clone(),
+                msg: "the delivery tracker stopped".into(),
+            })
+    }
+
+    /// Emits one row change (insert, update, delete or snapshot read) as records.
+    pub async fn emit_change(
+        &mut self,
+        p: &Prepared,
+        before: Option<Vec<Datum>>,
+        after: Option<Vec<Datum>>,
+        pos: SourcePos,
+        ts_ms: i64,
+        snapshot: bool,
+    ) -> Result<()> {
+        if let (Some(ts), Some(row)) = (p.timestamp_column, after.as_ref()) {
+            if let Datum::TimestampMicros(t) | Datum::DateTimeMicros(t) = row[ts] {
+                self.last_updated_us = Some(self.last_updated_us.map_or(t, |m| m.max(t)));
+            }
+        }
+        let key_of = |this: &mut Self, row: &[Datum]| -> Vec<u8> {
+            this.key_buf.clear();
+            avro::encode_key(&mut this.key_buf, &p.key, &p.table, row);
+            this.key_buf.clone()
+        };
+        match (before, after) {
+            (None, Some(a)) => {
+                let op = if snapshot { "r" } else { "c" };
+                let key = key_of(self, &a);
+                self.send(p, &key, op, None, Some(&a), pos, ts_ms, snapshot)
+                    .await
+            }
+            (Some(b), None) => {
+                let key = key_of(self, &b);
+                self.send(p, &key, "d", Some(&b), None, pos, ts_ms, snapshot)
+                    .await?;
+                self.send_tombstone(&key, SourcePos { sub: 1, ..pos }).await
+            }
+            (Some(b), Some(a)) => {
+                let old_key = key_of(self, &b);
+                let new_key = key_of(self, &a);
+                if old_key == new_key {
+                    self.send(p, &new_key, "u", Some(&b), Some(&a), pos, ts_ms, snapshot)
+                        .await
+                } else {
+                    // the primary key changed: delete the old key, create the new one
+                    self.send(p, &old_key, "d", Some(&b), None, pos, ts_ms, snapshot)
+                        .await?;
+                    self.send_tombstone(&old_key, SourcePos { sub: 1, ..pos })
+                        .await?;
+                    self.send(
+                        p,
+                        &new_key,
+                        "c",
+                        None,
+                        Some(&a),
+                        SourcePos { sub: 2, ..pos },
+                        ts_ms,
+                        snapshot,
+                    )
+                    .await
+                }
+            }
+            (None, None) => Ok(()),
+        }
+    }
+
+    fn duplicate(&mut self, partition: i32, pos: &SourcePos) -> bool {
+        let dup = self.tails[partition as usize].is_some_and(|t| *pos <= t);
+        if dup {
+            self.stats.skipped_duplicates += 1;
+        }
+        dup
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &mut self,
+        p: &Prepared,
+        key: &[u8],
+        op: &str,
+        before: Option<&[Datum]>,
+        after: Option<&[Datum]>,
+        pos: SourcePos,
+        ts_ms: i64,
+        snapshot: bool,
+    ) -> Result<()> {
+        let partition = partition_for(key, self.partitions);
+        if self.duplicate(partition, &pos) {
+            return Ok(());
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let src = SourceInfo {
+            server_id: self.facts.server_id,
+            file: &self.file,
+            pos: pos.pos,
+            row: pos.row,
+            gtid: self.gtid.as_deref(),
+            ts_ms,
+            snapshot,
+        };
+        avro::encode_envelope(
+            &mut buf,
+            &p.value,
+            &p.table,
+            op,
+            before,
+            after,
+            &src,
+            now_ms(),
+        );
+        let res = self.produce(key, Some(&buf), partition, pos).await;
+        self.buf = buf;
+        res
+    }
+
+    async fn send_tombstone(&mut self, key: &[u8], pos: SourcePos) -> Result<()> {
+        let partition = partition_for(key, self.partitions);
+        if self.duplicate(partition, &pos) {
+            return Ok(());
+        }
+        self.produce(key, None, partition, pos).await
+    }
+
+    async fn produce(
+        &mut self,
+        key: &[u8],
+        payload: Option<&[u8]>,
+        partition: i32,
+        pos: SourcePos,
+    ) -> Result<()> {
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(self.topic)
+            .key(key)
+            .partition(partition)
+            .headers(kafka::pos_headers(&pos));
+        if let Some(p) = payload {
+            rec = rec.payload(p);
+        }
+        let fut = loop {
+            match self.producer.send_result(rec) {
+                Ok(f) => break f,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    return Err(Error::Binlog {
+                        position: pos.to_string(),
+                        msg: format!(
+                            "the record ({} bytes) is larger than the producer's message.max.bytes; \
+                             raise it with --kafka-option message.max.bytes=N (and the topic's max.message.bytes)",
+                            payload.map_or(0, <[u8]>::len) + key.len()
+                        ),
+                    })
+                }
+                Err((e, _)) => return Err(Error::kafka(format!("producing to {}", self.topic), e)),
+            }
+        };
+        self.stats.records += 1;
+        self.acks
+            .send(Ack::Record { fut, partition })
+            .await
+            .map_err(|_| Error::StreamLost {
+                position: pos.to_string(),
+                msg: "the delivery tracker stopped".into(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fake_rotate_names_lose_their_checksum_bytes() {
+        assert_eq!(
+            clean_rotate_name(b"mariadb-bin.000003"),
+            "mariadb-bin.000003"
+        );
+        assert_eq!(
+            clean_rotate_name(b"mariadb-bin.000003\x8a\x01\x02\x33"),
+            "mariadb-bin.000003"
+        );
+        assert_eq!(clean_rotate_name(b"binlog.000012"), "binlog.000012");
+    }
+
+    #[test]
+    fn mariadb_gtid_events_decode() {
+        let mut d = Vec::new();
+        d.extend_from_slice(&42u64.to_le_bytes());
+        d.extend_from_slice(&7u32.to_le_bytes());
+        d.push(1);
+        assert_eq!(mariadb_gtid(&d, 5), Some(("7-5-42".to_string(), true)));
+        assert_eq!(mariadb_gtid(&d[..5], 5), None);
+    }
+}
