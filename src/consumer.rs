@@ -436,7 +436,8 @@ pub fn run_blocking(cfg: ConsumerConfig, stop: Arc<AtomicBool>) -> Result<()> {
         consumer.context().fail(e);
     }
     let failure = consumer.context().failure.lock().unwrap().take();
-    consumer.unsubscribe();
+    // leaving the group revokes the partitions (flushing their files) and lets others take over
+    crate::kafka::close_consumer(consumer, Duration::from_secs(10));
     match failure {
         Some(e) => Err(e),
         None => Ok(()),

@@ -227,6 +227,34 @@ pub fn read_partition_tails(
     Ok(tails)
 }
 
+/// Closes a group consumer within `timeout` (leaving the group); returns whether it closed.
+///
+/// The handle is then abandoned instead of dropped: with tansu 0.6.0, librdkafka's destroy of a
+/// group consumer never returns (rdkafka's `Drop` and `rd_kafka_destroy` both wait with no
+/// bound). Leaking one client per consumer lifetime is the price; its threads end with the
+/// process, and everything it wrote was flushed before.
+pub fn close_consumer<C: rdkafka::consumer::ConsumerContext>(
+    c: BaseConsumer<C>,
+    timeout: Duration,
+) -> bool {
+    let mut closed = c.close_queue().is_ok();
+    if closed {
+        let deadline = std::time::Instant::now() + timeout;
+        while !c.closed() && std::time::Instant::now() < deadline {
+            let _ = c.poll(Duration::from_millis(100));
+        }
+        closed = c.closed();
+    }
+    if !closed {
+        tracing::warn!(
+            timeout_ms = timeout.as_millis() as u64,
+            "the consumer did not leave its group in time"
+        );
+    }
+    std::mem::forget(c);
+    closed
+}
+
 /// Headers of a record.
 pub fn pos_headers(pos: &SourcePos) -> OwnedHeaders {
     OwnedHeaders::new().insert(Header {

@@ -1,0 +1,528 @@
+//! Test harness: a private MariaDB and a private Kafka-API broker (tansu) per test, on free
+//! loopback ports, with temp dirs. Both are stopped by PID on drop — also when a test panics —
+//! and can be killed with SIGKILL and restarted on the same port and data.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A name unique in this test process (databases, topics, groups).
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Polls `f` until it returns `Some`, at most `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn wait_port(port: u16, timeout: Duration, what: &str, log: &Path) {
+    let deadline = Instant::now() + timeout;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} did not listen on {port} within {timeout:?}; log:\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill9(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill(); // SIGKILL
+        let _ = c.wait();
+    }
+}
+
+fn find_exe(name: &str, candidates: &[&str]) -> PathBuf {
+    for c in candidates {
+        let p = PathBuf::from(c);
+        if p.is_file() {
+            return p;
+        }
+    }
+    if let Ok(out) = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+    {
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !s.is_empty() {
+            return PathBuf::from(s);
+        }
+    }
+    panic!("{name} not found: run `bash .ci/install.sh` first");
+}
+
+/// A private MariaDB with ROW binlog and FULL row metadata.
+pub struct MariaDb {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub server_id: u32,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl MariaDb {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts with extra server options (e.g. `--binlog-format=STATEMENT`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("rtis-mariadb")
+            .tempdir()
+            .unwrap();
+        let install = find_exe(
+            "mariadb-install-db",
+            &["/usr/bin/mariadb-install-db", "/usr/bin/mysql_install_db"],
+        );
+        let out = Command::new(install)
+            .args([
+                "--no-defaults",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--user=root",
+            ])
+            .arg(format!("--datadir={}", dir.path().join("data").display()))
+            .output()
+            .expect("mariadb-install-db");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut db = Self {
+            dir,
+            port: free_port(),
+            server_id: 100 + NEXT_ID.fetch_add(1, Ordering::SeqCst) + std::process::id() % 1000,
+            child: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        db.spawn();
+        db
+    }
+
+    fn spawn(&mut self) {
+        let d = self.dir.path();
+        let log = d.join("mariadbd.log");
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(find_exe(
+            "mariadbd",
+            &["/usr/sbin/mariadbd", "/usr/sbin/mysqld"],
+        ));
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--port={}", self.port))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", d.join("sock").display()))
+            .arg(format!("--pid-file={}", d.join("pid").display()))
+            .arg(format!(
+                "--log-bin={}",
+                d.join("data/mariadb-bin").display()
+            ))
+            .arg(format!("--server-id={}", self.server_id))
+            .args([
+                "--binlog-format=ROW",
+                "--binlog-row-image=FULL",
+                "--binlog-row-metadata=FULL",
+                "--user=root",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-log-file-size=32M",
+                "--innodb-flush-log-at-trx-commit=2",
+                "--sync-binlog=0",
+                "--max-connections=200",
+            ])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf);
+        self.child = Some(cmd.spawn().expect("start mariadbd"));
+        wait_port(self.port, Duration::from_secs(60), "mariadbd", &log);
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        kill9(&mut self.child);
+    }
+
+    /// Starts again on the same port and data.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn root_url(&self, db: &str) -> String {
+        format!("mysql://root@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn url(&self, user: &str, db: &str) -> String {
+        format!("mysql://{user}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A root connection (retries while the server finishes starting).
+    pub async fn conn(&self, db: &str) -> mysql_async::Conn {
+        let opts = mysql_async::Opts::from_url(&self.root_url(db)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match mysql_async::Conn::new(opts.clone()).await {
+                Ok(c) => return c,
+                Err(e) if Instant::now() > deadline => panic!("connect to test MariaDB: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Runs statements as root (`;`-separated, no `;` inside literals).
+    pub async fn exec(&self, db: &str, sql: &str) {
+        let mut c = self.conn(db).await;
+        for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            c.query_drop(stmt)
+                .await
+                .unwrap_or_else(|e| panic!("{stmt}: {e}"));
+        }
+        c.disconnect().await.unwrap();
+    }
+
+    /// Creates a database with the `product` table from `sql/`, and the least-privilege user
+    /// `rtis` (password `rtis-pw`). Returns the database name.
+    pub async fn create_shop(&self) -> String {
+        let db = unique("shop");
+        self.exec("", &format!("CREATE DATABASE {db}")).await;
+        let schema =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/01-schema.sql"))
+                .unwrap();
+        let schema: String = schema
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        self.exec(&db, &schema).await;
+        self.exec(
+            &db,
+            &format!(
+                "CREATE USER IF NOT EXISTS 'rtis'@'%' IDENTIFIED BY 'rtis-pw';
+                 GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'rtis'@'%';
+                 GRANT SELECT ON {db}.product TO 'rtis'@'%'"
+            ),
+        )
+        .await;
+        db
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        kill9(&mut self.child);
+    }
+}
+
+/// A private tansu broker with durable sqlite storage.
+pub struct Broker {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+pub fn tansu_exe() -> PathBuf {
+    if let Ok(p) = std::env::var("RTIS_TANSU") {
+        if Path::new(&p).is_file() {
+            return PathBuf::from(p);
+        }
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cached = format!("{home}/.cache/rtis/tansu-0.6.0/bin/tansu");
+    find_exe("tansu", &[&cached])
+}
+
+impl Broker {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("rtis-broker")
+            .tempdir()
+            .unwrap();
+        let mut b = Self {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let log = self.dir.path().join("tansu.log");
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let mut cmd = Command::new(tansu_exe());
+        cmd.current_dir(self.dir.path())
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf);
+        self.child = Some(cmd.spawn().expect("start tansu"));
+        wait_port(self.port, Duration::from_secs(30), "tansu", &log);
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill9(&mut self) {
+        kill9(&mut self.child);
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGSTOP / SIGCONT.
+    pub fn pause(&self, on: bool) {
+        if let Some(c) = &self.child {
+            let sig = if on { libc::SIGSTOP } else { libc::SIGCONT };
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        kill9(&mut self.child);
+    }
+}
+
+/// End offsets (high watermarks) of every partition of `topic`.
+pub async fn end_offsets(bootstrap: &str, topic: &str) -> Vec<i64> {
+    let (bs, t) = (bootstrap.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let n = rtis::kafka::partition_count(&bs, &[], &t)
+            .unwrap()
+            .unwrap_or(0);
+        let c: BaseConsumer = rtis::config::kafka_client_config(&bs, &[])
+            .unwrap()
+            .set("group.id", "rtis-test-watermarks")
+            .create()
+            .unwrap();
+        (0..n)
+            .map(|p| {
+                c.fetch_watermarks(&t, p, Duration::from_secs(20))
+                    .unwrap()
+                    .1
+            })
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until the topic holds at least `min_records`, then reads every record through the
+/// real consumer (fresh group, temp dir) and returns the JSON lines sorted by (partition, offset),
+/// data and dead-letter lines together.
+pub async fn drain_topic(
+    bootstrap: &str,
+    topic: &str,
+    min_records: i64,
+    timeout: Duration,
+) -> Vec<serde_json::Value> {
+    let total = eventually(
+        timeout,
+        &format!("{min_records} records in {topic}"),
+        || async {
+            let s: i64 = end_offsets(bootstrap, topic).await.iter().sum();
+            (s >= min_records).then_some(s)
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = consumer_config(bootstrap, topic, &unique("drain"), dir.path());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(rtis::consumer::run(cfg, async move {
+        let _ = rx.await;
+    }));
+    let lines = eventually(
+        timeout,
+        &format!("consumer files holding {total} records"),
+        || async {
+            let l = read_lines(dir.path());
+            (l.len() as i64 >= total).then_some(l)
+        },
+    )
+    .await;
+    let _ = tx.send(());
+    handle.await.unwrap().unwrap();
+    lines
+}
+
+pub fn consumer_config(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    dir: &Path,
+) -> rtis::config::ConsumerConfig {
+    rtis::config::ConsumerConfig {
+        brokers: bootstrap.to_string(),
+        topic: topic.to_string(),
+        group: group.to_string(),
+        out_dir: dir.to_path_buf(),
+        kafka_options: vec![],
+        log_format: rtis::config::LogFormat::Text,
+    }
+}
+
+/// All JSON lines of a consumer output dir, sorted by (partition, offset).
+pub fn read_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        for l in text.lines().filter(|l| !l.is_empty()) {
+            out.push(
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap_or_else(|err| panic!("bad line in {}: {err}: {l}", e.path().display())),
+            );
+        }
+    }
+    out.sort_by_key(|l| {
+        (
+            l["partition"].as_i64().unwrap(),
+            l["offset"].as_i64().unwrap(),
+        )
+    });
+    out
+}
+
+/// Producer settings for a test environment.
+pub fn producer_config(
+    db: &MariaDb,
+    shop: &str,
+    broker: &Broker,
+    topic: &str,
+    state: &Path,
+) -> rtis::config::ProducerConfig {
+    rtis::config::ProducerConfig {
+        mysql_url: db.url("rtis", shop),
+        mysql_password: Some("rtis-pw".into()),
+        table: "product".into(),
+        timestamp_column: "last_updated".into(),
+        brokers: broker.bootstrap(),
+        topic: topic.to_string(),
+        partitions: Some(3),
+        state: state.to_path_buf(),
+        server_id: 9000 + NEXT_ID.fetch_add(1, Ordering::SeqCst),
+        heartbeat_secs: 1,
+        delivery_timeout_ms: 10_000,
+        max_retries: 0,
+        kafka_options: vec![],
+        max_in_flight: 10_000,
+        log_format: rtis::config::LogFormat::Text,
+    }
+}
+
+/// The producer running in this process; stops gracefully on drop of the sender.
+pub struct InProcess {
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub handle: tokio::task::JoinHandle<rtis::Result<()>>,
+}
+
+impl InProcess {
+    pub fn start(cfg: rtis::config::ProducerConfig) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(rtis::pipeline::run(cfg, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            stop: Some(tx),
+            handle,
+        }
+    }
+
+    pub async fn stop(mut self) -> rtis::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.handle.await.unwrap()
+    }
+}
+
+/// Fetches the table as JSON rows keyed by id, rendered like the consumer renders them.
+pub async fn table_state(db: &MariaDb, shop: &str) -> BTreeMap<String, serde_json::Value> {
+    let mut c = db.conn(shop).await;
+    c.query_drop("SET time_zone = '+00:00'").await.unwrap();
+    let rows: Vec<(u64, String, Option<String>, String, String)> = c
+        .query("SELECT id, name, category, CAST(price AS CHAR), DATE_FORMAT(last_updated, '%Y-%m-%dT%H:%i:%s.%fZ') FROM product")
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|(id, name, cat, price, lu)| {
+            (id.to_string(), serde_json::json!({"id": id.to_string(), "name": name, "category": cat, "price": price, "last_updated": lu}))
+        })
+        .collect()
+}
+
+/// Folds change lines into the final state per key (deletes remove the key).
+pub fn fold(lines: &[serde_json::Value]) -> BTreeMap<String, serde_json::Value> {
+    let mut state = BTreeMap::new();
+    for l in lines {
+        let key = l["key"]["id"].as_str().unwrap_or_default().to_string();
+        match l["op"].as_str().unwrap_or_default() {
+            "c" | "u" | "r" => {
+                state.insert(key, l["after"].clone());
+            }
+            "d" | "tombstone" => {
+                state.remove(&key);
+            }
+            other => panic!("unexpected op {other}: {l}"),
+        }
+    }
+    state
+}
