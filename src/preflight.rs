@@ -300,13 +300,13 @@ pub async fn check_source(
         )));
     }
     let collations: HashMap<u16, String> = conn
-        .query::<(u64, String), _>(
+        .query::<(Option<u64>, Option<String>), _>(
             "SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS",
         )
         .await
         .map_err(|e| Error::mysql("reading collations", e))?
         .into_iter()
-        .map(|(id, cs)| (id as u16, cs))
+        .filter_map(|(id, cs)| Some((id? as u16, cs?)))
         .collect();
     Ok(SourceFacts {
         mariadb,
