@@ -545,8 +545,7 @@ mod tests {
         assert_eq!(json["source"]["table"], "product");
         assert_eq!(json["ts_ms"], 42);
 
-        let mut reader =
-            apache_avro::GenericSingleObjectReader::new(schema.schema.clone()).unwrap();
+        let reader = apache_avro::GenericSingleObjectReader::new(schema.schema.clone()).unwrap();
         let v = reader.read_value(&mut msg.as_slice()).unwrap();
         assert!(matches!(v, apache_avro::types::Value::Record(_)));
     }

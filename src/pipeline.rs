@@ -19,7 +19,6 @@ use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter};
 use crate::config::ProducerConfig;
 use crate::error::{chain, Error, Result};
 use crate::kafka;
-use crate::position::BinlogPosition;
 use crate::preflight;
 use crate::replication::{Ack, Streamer};
 
@@ -291,9 +290,4 @@ async fn track_acks(
         }
     }
     Ok(())
-}
-
-/// Start position override for tests and operators.
-pub fn parse_position(s: &str) -> Result<BinlogPosition> {
-    s.parse().map_err(|e| Error::Config(format!("{e}")))
 }

@@ -375,27 +375,30 @@ impl<'a> Streamer<'a> {
                 self.commit(BinlogPosition::new(self.file.clone(), log_pos), ts_ms)
                     .await?;
             }
-            EventData::TableMapEvent(t) => {
+            EventData::TableMapEvent(t)
                 if t.database_name() == self.facts.schema.db.as_str()
-                    && t.table_name() == self.facts.schema.table.as_str()
-                {
-                    let id = t.table_id();
-                    let same = self.tables.get(&id).is_some_and(|(old, _)| *old == t);
-                    if !same {
-                        let table = TableSchema::from_table_map(
-                            &t,
-                            &self.facts.collations,
-                            &self.facts.key_names,
-                        )
-                        .map_err(|e| Error::Binlog {
-                            position: self.here(log_pos),
-                            msg: e.to_string(),
-                        })?;
-                        let prepared = Prepared::new(table, &self.timestamp_column)?;
-                        self.publish(&prepared).await?;
-                        self.tables.insert(id, (t.into_owned(), Arc::new(prepared)));
-                    }
+                    && t.table_name() == self.facts.schema.table.as_str() =>
+            {
+                let id = t.table_id();
+                let same = self.tables.get(&id).is_some_and(|(old, _)| *old == t);
+                if !same {
+                    let table = TableSchema::from_table_map(
+                        &t,
+                        &self.facts.collations,
+                        &self.facts.key_names,
+                    )
+                    .map_err(|e| Error::Binlog {
+                        position: self.here(log_pos),
+                        msg: e.to_string(),
+                    })?;
+                    let prepared = Prepared::new(table, &self.timestamp_column)?;
+                    self.publish(&prepared).await?;
+                    self.tables.insert(id, (t.into_owned(), Arc::new(prepared)));
                 }
+            }
+            EventData::TableMapEvent(t) => {
+                // another table; a table id is only reused by the same table
+                self.tables.remove(&t.table_id());
             }
             EventData::RowsEvent(rows) => {
                 let id = rows.table_id();
@@ -576,6 +579,9 @@ impl<'a> Streamer<'a> {
     fn duplicate(&mut self, partition: i32, pos: &SourcePos) -> bool {
         let dup = self.tails[partition as usize].is_some_and(|t| *pos <= t);
         if dup {
+            if self.stats.skipped_duplicates == 0 {
+                tracing::info!(position = %pos, partition, "skipping records already in the topic (re-read after a restart)");
+            }
             self.stats.skipped_duplicates += 1;
         }
         dup

@@ -17,7 +17,9 @@ struct Case {
 
 fn subset(want: &Value, got: &Value) -> bool {
     match (want, got) {
-        (Value::Object(w), Value::Object(g)) => w.iter().all(|(k, v)| g.get(k).is_some_and(|gv| subset(v, gv))),
+        (Value::Object(w), Value::Object(g)) => w
+            .iter()
+            .all(|(k, v)| g.get(k).is_some_and(|gv| subset(v, gv))),
         (w, g) => w == g,
     }
 }
@@ -120,10 +122,18 @@ async fn sql_in_records_out() {
     let state = tempfile::tempdir().unwrap();
     // the server's own zone is not UTC either
     db.exec("", "SET GLOBAL time_zone = '+02:00'").await;
-    let producer = InProcess::start(producer_config(&db, &shop, &broker, &topic, &state.path().join("rtis.sqlite")));
+    let producer = InProcess::start(producer_config(
+        &db,
+        &shop,
+        &broker,
+        &topic,
+        &state.path().join("rtis.sqlite"),
+    ));
     // wait until the producer streams (its checkpoint exists) before writing
     eventually(Duration::from_secs(60), "producer start", || async {
-        (end_offsets(&broker.bootstrap(), &topic).await.len() == 3 && state.path().join("rtis.sqlite").exists()).then_some(())
+        (end_offsets(&broker.bootstrap(), &topic).await.len() == 3
+            && state.path().join("rtis.sqlite").exists())
+        .then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -134,13 +144,22 @@ async fn sql_in_records_out() {
         db.exec(&shop, c.sql).await;
         expected += c.expect.len();
     }
-    let lines = drain_topic(&broker.bootstrap(), &topic, expected as i64, Duration::from_secs(60)).await;
+    let lines = drain_topic(
+        &broker.bootstrap(),
+        &topic,
+        expected as i64,
+        Duration::from_secs(60),
+    )
+    .await;
     producer.stop().await.expect("producer stops cleanly");
 
     // every record of every case, in order per key, nothing else
     let mut by_key: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for l in &lines {
-        by_key.entry(l["key"]["id"].as_str().unwrap().to_string()).or_default().push(l);
+        by_key
+            .entry(l["key"]["id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(l);
     }
     for c in &cases {
         let mut per_key: BTreeMap<&str, Vec<&(&str, &str, Value, Value)>> = BTreeMap::new();
@@ -149,23 +168,49 @@ async fn sql_in_records_out() {
         }
         for (key, exp) in per_key {
             let got = by_key.remove(key).unwrap_or_default();
-            assert_eq!(got.len(), exp.len(), "case {:?} key {key}: expected {} records, got {got:#?}", c.name, exp.len());
+            assert_eq!(
+                got.len(),
+                exp.len(),
+                "case {:?} key {key}: expected {} records, got {got:#?}",
+                c.name,
+                exp.len()
+            );
             let partition = &got[0]["partition"];
             for (g, (op, _, before, after)) in got.iter().zip(exp) {
                 assert_eq!(g["op"], *op, "case {:?}: {g}", c.name);
-                assert_eq!(&g["partition"], partition, "case {:?}: one key, one partition", c.name);
+                assert_eq!(
+                    &g["partition"], partition,
+                    "case {:?}: one key, one partition",
+                    c.name
+                );
                 if *op != "tombstone" {
-                    assert!(subset(before, &g["before"]), "case {:?}: before {before} ⊄ {}", c.name, g["before"]);
-                    assert!(subset(after, &g["after"]), "case {:?}: after {after} ⊄ {}", c.name, g["after"]);
+                    assert!(
+                        subset(before, &g["before"]),
+                        "case {:?}: before {before} ⊄ {}",
+                        c.name,
+                        g["before"]
+                    );
+                    assert!(
+                        subset(after, &g["after"]),
+                        "case {:?}: after {after} ⊄ {}",
+                        c.name,
+                        g["after"]
+                    );
                     assert_eq!(g["source"]["snapshot"], false);
                     assert_eq!(g["source"]["table"], "product");
-                    assert!(g["source"]["gtid"].as_str().is_some_and(|s| s.starts_with("0-")), "MariaDB GTID recorded: {g}");
+                    assert!(
+                        g["source"]["gtid"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with("0-")),
+                        "MariaDB GTID recorded: {g}"
+                    );
                 }
             }
         }
     }
     assert!(by_key.is_empty(), "unexpected records: {by_key:#?}");
-    let partitions: std::collections::HashSet<_> = lines.iter().map(|l| l["partition"].as_i64()).collect();
+    let partitions: std::collections::HashSet<_> =
+        lines.iter().map(|l| l["partition"].as_i64()).collect();
     assert!(partitions.len() > 1, "keys spread over partitions");
     // the fold of the records equals the table
     assert_eq!(fold(&lines), table_state(&db, &shop).await);
