@@ -217,9 +217,18 @@ impl CheckpointWriter {
     pub async fn finish(self) -> Result<CheckpointStore> {
         drop(self.tx);
         let thread = self.thread;
-        tokio::task::spawn_blocking(move || thread.join().expect("checkpoint thread panicked"))
-            .await
-            .expect("join checkpoint thread")
+        let path = PathBuf::from("checkpoint");
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(_)) => Err(Error::State {
+                path,
+                msg: "the checkpoint writer thread panicked".into(),
+            }),
+            Err(e) => Err(Error::State {
+                path,
+                msg: format!("waiting for the checkpoint writer failed: {e}"),
+            }),
+        }
     }
 }
 

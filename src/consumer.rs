@@ -347,13 +347,20 @@ pub fn run_blocking(cfg: ConsumerConfig, stop: Arc<AtomicBool>) -> Result<()> {
         stop: stop.clone(),
     };
     let mut kcfg = kafka_client_config(&cfg.brokers, &cfg.kafka_options)?;
+    for (k, v) in [
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "1000"),
+    ] {
+        if kcfg.get(k).is_none() {
+            kcfg.set(k, v);
+        }
+    }
+    // what exactly-once in the files depends on: not overridable
     kcfg.set("group.id", &cfg.group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "roundrobin")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000");
+        .set("partition.assignment.strategy", "roundrobin");
     let consumer: BaseConsumer<Ctx> = kcfg
         .create_with_context(ctx)
         .map_err(|e| Error::kafka("creating the consumer (check --kafka-option values)", e))?;

@@ -8,11 +8,17 @@ use common::*;
 
 async fn run_err(cfg: rtis::config::ProducerConfig) -> String {
     let state = cfg.state.clone();
-    let res = tokio::time::timeout(Duration::from_secs(60), rtis::pipeline::run(cfg, std::future::pending()))
-        .await
-        .expect("preflight must fail fast, not hang");
+    let res = tokio::time::timeout(
+        Duration::from_secs(60),
+        rtis::pipeline::run(cfg, std::future::pending()),
+    )
+    .await
+    .expect("preflight must fail fast, not hang");
     let err = res.expect_err("preflight must fail");
-    assert!(!state.exists(), "nothing may be written to the checkpoint on a failed preflight: {err}");
+    assert!(
+        !state.exists(),
+        "nothing may be written to the checkpoint on a failed preflight: {err}"
+    );
     rtis::error::chain(&err)
 }
 
@@ -49,7 +55,10 @@ async fn each_bad_input_gets_an_actionable_error() {
     // missing table
     let mut c = base();
     c.table = "nope".into();
-    assert_has(&run_err(c).await, &["--table", "nope", "found no such table"]);
+    assert_has(
+        &run_err(c).await,
+        &["--table", "nope", "found no such table"],
+    );
 
     // table without a primary key
     db.exec(&shop, "CREATE TABLE nokey (id INT, last_updated TIMESTAMP(6)); GRANT SELECT ON nokey TO 'rtis'@'%'").await;
@@ -60,14 +69,33 @@ async fn each_bad_input_gets_an_actionable_error() {
     // missing timestamp column
     let mut c = base();
     c.timestamp_column = "changed_at".into();
-    assert_has(&run_err(c).await, &["--timestamp-column", "changed_at", "last_updated"]);
+    assert_has(
+        &run_err(c).await,
+        &["--timestamp-column", "changed_at", "last_updated"],
+    );
 
     // server settings, changed at runtime (global, dynamic)
     for (var, bad, expected) in [
-        ("binlog_format", "STATEMENT", "binlog_format: expected ROW, found STATEMENT"),
-        ("binlog_format", "MIXED", "binlog_format: expected ROW, found MIXED"),
-        ("binlog_row_image", "MINIMAL", "binlog_row_image: expected FULL, found MINIMAL"),
-        ("binlog_row_metadata", "MINIMAL", "binlog_row_metadata: expected FULL, found MINIMAL"),
+        (
+            "binlog_format",
+            "STATEMENT",
+            "binlog_format: expected ROW, found STATEMENT",
+        ),
+        (
+            "binlog_format",
+            "MIXED",
+            "binlog_format: expected ROW, found MIXED",
+        ),
+        (
+            "binlog_row_image",
+            "MINIMAL",
+            "binlog_row_image: expected FULL, found MINIMAL",
+        ),
+        (
+            "binlog_row_metadata",
+            "MINIMAL",
+            "binlog_row_metadata: expected FULL, found MINIMAL",
+        ),
     ] {
         db.exec("", &format!("SET GLOBAL {var} = '{bad}'")).await;
         let msg = run_err(base()).await;
@@ -81,7 +109,8 @@ async fn each_bad_input_gets_an_actionable_error() {
     let mut c = base();
     c.mysql_url = db.url("weak", &shop);
     assert_has(&run_err(c).await, &["grants: expected REPLICATION SLAVE"]);
-    db.exec(&shop, "GRANT REPLICATION SLAVE ON *.* TO 'weak'@'%'").await;
+    db.exec(&shop, "GRANT REPLICATION SLAVE ON *.* TO 'weak'@'%'")
+        .await;
     let mut c = base();
     c.mysql_url = db.url("weak", &shop);
     assert_has(&run_err(c).await, &["REPLICATION CLIENT"]);
@@ -94,7 +123,10 @@ async fn each_bad_input_gets_an_actionable_error() {
     // missing topic, no --partitions
     let mut c = base();
     c.partitions = None;
-    assert_has(&run_err(c).await, &["--topic", "found none", "--partitions"]);
+    assert_has(
+        &run_err(c).await,
+        &["--topic", "found none", "--partitions"],
+    );
 
     // malformed flag values
     let mut c = base();
@@ -117,7 +149,13 @@ async fn binlog_off_is_refused() {
     let broker = Broker::start();
     let shop = db.create_shop().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = producer_config(&db, &shop, &broker, &unique("pf"), &dir.path().join("rtis.sqlite"));
+    let cfg = producer_config(
+        &db,
+        &shop,
+        &broker,
+        &unique("pf"),
+        &dir.path().join("rtis.sqlite"),
+    );
     assert_has(&run_err(cfg).await, &["log_bin: expected ON, found OFF"]);
 }
 
@@ -130,15 +168,42 @@ async fn state_file_is_locked_and_its_directory_must_be_writable() {
     let state = dir.path().join("rtis.sqlite");
     let topic = unique("lock");
     let first = InProcess::start(producer_config(&db, &shop, &broker, &topic, &state));
-    eventually(Duration::from_secs(60), "first producer's checkpoint", || async { state.exists().then_some(()) }).await;
-    let second = rtis::pipeline::run(producer_config(&db, &shop, &broker, &topic, &state), std::future::pending());
-    let err = tokio::time::timeout(Duration::from_secs(60), second).await.unwrap().unwrap_err();
-    assert!(err.to_string().contains("locked by another running rtis-producer"), "{err}");
+    eventually(
+        Duration::from_secs(60),
+        "first producer's checkpoint",
+        || async { state.exists().then_some(()) },
+    )
+    .await;
+    let second = rtis::pipeline::run(
+        producer_config(&db, &shop, &broker, &topic, &state),
+        std::future::pending(),
+    );
+    let err = tokio::time::timeout(Duration::from_secs(60), second)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("locked by another running rtis-producer"),
+        "{err}"
+    );
     first.stop().await.unwrap();
 
-    let cfg = producer_config(&db, &shop, &broker, &topic, std::path::Path::new("/proc/rtis-not-writable/rtis.sqlite"));
-    let err = rtis::pipeline::run(cfg, std::future::pending()).await.unwrap_err();
-    assert!(err.to_string().contains("cannot create the directory") && err.to_string().contains("--state"), "{err}");
+    let cfg = producer_config(
+        &db,
+        &shop,
+        &broker,
+        &topic,
+        std::path::Path::new("/proc/rtis-not-writable/rtis.sqlite"),
+    );
+    let err = rtis::pipeline::run(cfg, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cannot create the directory")
+            && err.to_string().contains("--state"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -151,8 +216,15 @@ fn the_binary_exits_non_zero_with_the_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("rtis-producer: error:") && err.contains("--mysql-url"), "{err}");
+    assert!(
+        err.contains("rtis-producer: error:") && err.contains("--mysql-url"),
+        "{err}"
+    );
     assert!(!err.contains("hunter2-secret"), "password leaked: {err}");
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_rtis-producer")).arg("--help").env("RTIS_MYSQL_PASSWORD", "hunter2-secret").output().unwrap();
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
+        .arg("--help")
+        .env("RTIS_MYSQL_PASSWORD", "hunter2-secret")
+        .output()
+        .unwrap();
     assert!(!String::from_utf8_lossy(&help.stdout).contains("hunter2-secret"));
 }
