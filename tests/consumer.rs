@@ -182,7 +182,7 @@ async fn two_consumers_share_partitions_and_a_replacement_takes_over_after_kill9
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("consumer-pair.log");
     let group = unique("pair");
-    let mut a = spawn_consumer(&e.broker, &e.topic, &group, out.path(), &log);
+    let a = spawn_consumer(&e.broker, &e.topic, &group, out.path(), &log);
     let mut b = spawn_consumer(&e.broker, &e.topic, &group, out.path(), &log);
     let stop = AtomicBool::new(false);
     let mut c: Option<Child> = None;
