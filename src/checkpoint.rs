@@ -29,6 +29,51 @@ pub struct Checkpoint {
     pub last_commit_ts_ms: i64,
     /// Highest `last_updated` (µs since epoch) among acknowledged records.
     pub last_updated_us: Option<i64>,
+    /// Set while a snapshot is in progress (streaming then starts at `position`, its anchor).
+    pub snapshot: Option<SnapshotState>,
+}
+
+/// Progress of a snapshot, durable with the records it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotState {
+    /// Rows selected have `last_updated >= since` (µs since epoch); `None` selects all rows.
+    pub since_us: Option<i64>,
+    /// Sort key `(last_updated µs, id)` of the last acknowledged snapshot row.
+    pub cursor: Option<SortKey>,
+    /// Rows acknowledged so far.
+    pub rows: u64,
+    /// `snapshot-only`: exit after the snapshot instead of streaming.
+    pub only: bool,
+}
+
+/// Keyset-pagination key of the snapshot: `(last_updated in µs, primary key)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SortKey {
+    pub ts_us: i64,
+    pub id: i128,
+}
+
+impl std::fmt::Display for SortKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.ts_us, self.id)
+    }
+}
+
+impl std::str::FromStr for SortKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s
+            .split_once(':')
+            .ok_or_else(|| format!("bad snapshot cursor {s:?}"))?;
+        Ok(Self {
+            ts_us: a
+                .parse()
+                .map_err(|_| format!("bad snapshot cursor {s:?}"))?,
+            id: b
+                .parse()
+                .map_err(|_| format!("bad snapshot cursor {s:?}"))?,
+        })
+    }
 }
 
 /// The SQLite file holding the checkpoint.
@@ -109,6 +154,10 @@ impl CheckpointStore {
                 gtid TEXT,
                 last_commit_ts_ms INTEGER NOT NULL,
                 last_updated_us INTEGER,
+                snapshot_since_us INTEGER,
+                snapshot_cursor TEXT,
+                snapshot_rows INTEGER,
+                snapshot_only INTEGER,
                 written_at_ms INTEGER NOT NULL
             );",
         )
@@ -126,14 +175,37 @@ impl CheckpointStore {
     pub fn load(&self) -> Result<Option<Checkpoint>> {
         self.conn
             .query_row(
-                "SELECT binlog_file, binlog_pos, gtid, last_commit_ts_ms, last_updated_us FROM checkpoint WHERE id = 1",
+                "SELECT binlog_file, binlog_pos, gtid, last_commit_ts_ms, last_updated_us,
+                        snapshot_since_us, snapshot_cursor, snapshot_rows, snapshot_only
+                 FROM checkpoint WHERE id = 1",
                 [],
                 |r| {
+                    let rows: Option<i64> = r.get(7)?;
+                    let cursor: Option<String> = r.get(6)?;
+                    let cursor = match cursor {
+                        Some(c) => Some(c.parse::<SortKey>().map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                6,
+                                rusqlite::types::Type::Text,
+                                e.into(),
+                            )
+                        })?),
+                        None => None,
+                    };
                     Ok(Checkpoint {
-                        position: BinlogPosition::new(r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64),
+                        position: BinlogPosition::new(
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)? as u64,
+                        ),
                         gtid: r.get(2)?,
                         last_commit_ts_ms: r.get(3)?,
                         last_updated_us: r.get(4)?,
+                        snapshot: rows.map(|rows| SnapshotState {
+                            since_us: r.get(5).ok().flatten(),
+                            cursor,
+                            rows: rows as u64,
+                            only: r.get::<_, Option<i64>>(8).ok().flatten().unwrap_or(0) != 0,
+                        }),
                     })
                 },
             )
@@ -147,16 +219,22 @@ impl CheckpointStore {
     pub fn save(&self, cp: &Checkpoint) -> Result<()> {
         self.conn
             .execute(
-                "INSERT INTO checkpoint (id, binlog_file, binlog_pos, gtid, last_commit_ts_ms, last_updated_us, written_at_ms)
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO checkpoint (id, binlog_file, binlog_pos, gtid, last_commit_ts_ms, last_updated_us,
+                    snapshot_since_us, snapshot_cursor, snapshot_rows, snapshot_only, written_at_ms)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT(id) DO UPDATE SET binlog_file = ?1, binlog_pos = ?2, gtid = ?3,
-                   last_commit_ts_ms = ?4, last_updated_us = ?5, written_at_ms = ?6",
+                   last_commit_ts_ms = ?4, last_updated_us = ?5, snapshot_since_us = ?6,
+                   snapshot_cursor = ?7, snapshot_rows = ?8, snapshot_only = ?9, written_at_ms = ?10",
                 params![
                     cp.position.file,
                     cp.position.pos as i64,
                     cp.gtid,
                     cp.last_commit_ts_ms,
                     cp.last_updated_us,
+                    cp.snapshot.as_ref().and_then(|s| s.since_us),
+                    cp.snapshot.as_ref().and_then(|s| s.cursor.map(|c| c.to_string())),
+                    cp.snapshot.as_ref().map(|s| s.rows as i64),
+                    cp.snapshot.as_ref().map(|s| s.only as i64),
                     now_ms()
                 ],
             )
@@ -242,6 +320,15 @@ mod tests {
             gtid: Some("0-1-5".into()),
             last_commit_ts_ms: 1_700_000_000_000,
             last_updated_us: Some(1_700_000_000_000_001),
+            snapshot: (pos % 2 == 0).then_some(SnapshotState {
+                since_us: Some(5),
+                cursor: Some(SortKey {
+                    ts_us: 7,
+                    id: u64::MAX as i128,
+                }),
+                rows: pos,
+                only: true,
+            }),
         }
     }
 

@@ -17,6 +17,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// What to do about rows that exist before streaming starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum SnapshotMode {
+    /// Snapshot when there is no checkpoint yet, then stream; with a checkpoint, stream.
+    #[default]
+    Initial,
+    /// Backfill rows with `last_updated >= --since` (default: all rows) once, then exit 0.
+    SnapshotOnly,
+    /// Never snapshot: stream from the checkpoint, or from the current end of the binlog.
+    Never,
+    /// Like `initial`, and also when the checkpointed binlog file was purged: re-select rows with
+    /// `last_updated >=` the checkpointed time minus a safety margin, then stream. Deletes made
+    /// while the binlog was lost cannot be seen this way.
+    WhenNeeded,
+}
+
 /// Settings of `rtis-producer`.
 #[derive(Debug, Clone, Args)]
 pub struct ProducerConfig {
@@ -86,6 +102,19 @@ pub struct ProducerConfig {
     #[arg(long, env = "RTIS_MAX_IN_FLIGHT", default_value_t = 20_000)]
     pub max_in_flight: usize,
 
+    /// Snapshot mode: initial, snapshot-only, never, when-needed.
+    #[arg(long, env = "RTIS_SNAPSHOT", value_enum, default_value_t = SnapshotMode::Initial)]
+    pub snapshot: SnapshotMode,
+
+    /// With `--snapshot snapshot-only`: select rows with `last_updated >=` this UTC time
+    /// (`YYYY-MM-DD HH:MM:SS[.ffffff]`). Default: all rows.
+    #[arg(long, env = "RTIS_SINCE")]
+    pub since: Option<String>,
+
+    /// Rows per snapshot chunk (one keyset-paginated SELECT, one checkpoint).
+    #[arg(long, env = "RTIS_SNAPSHOT_CHUNK", default_value_t = 5_000)]
+    pub snapshot_chunk: u64,
+
     /// Log format.
     #[arg(long, env = "RTIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -153,7 +182,31 @@ impl ProducerConfig {
             ));
         }
         parse_kafka_options(&self.kafka_options)?;
+        if self.snapshot_chunk == 0 {
+            return Err(Error::Config(
+                "--snapshot-chunk: expected at least 1 row, found 0".into(),
+            ));
+        }
+        self.since_us()?;
         Ok(())
+    }
+
+    /// `--since` in µs since the epoch.
+    pub fn since_us(&self) -> Result<Option<i64>> {
+        let Some(s) = self.since.as_deref() else {
+            return Ok(None);
+        };
+        let col = crate::schema::ColumnSpec {
+            name: "--since".into(),
+            kind: crate::schema::ColumnKind::Timestamp,
+            nullable: false,
+        };
+        match crate::value::convert(&col, mysql_async::Value::Bytes(s.as_bytes().to_vec())) {
+            Ok(crate::value::Datum::TimestampMicros(t)) if s.contains('-') => Ok(Some(t)),
+            _ => Err(Error::Config(format!(
+                "--since: expected a UTC time YYYY-MM-DD HH:MM:SS[.ffffff], found {s:?}"
+            ))),
+        }
     }
 }
 

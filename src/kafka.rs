@@ -12,12 +12,23 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::checkpoint::SortKey;
 use crate::config::kafka_client_config;
 use crate::error::{Error, Result};
 use crate::position::SourcePos;
 
 /// Header carrying a record's [`SourcePos`].
 pub const POS_HEADER: &str = "rtis.pos";
+/// Header carrying a snapshot record's [`SortKey`].
+pub const SNAPSHOT_KEY_HEADER: &str = "rtis.snapshot-key";
+
+/// The last record of a partition, as far as resuming needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tail {
+    pub pos: SourcePos,
+    /// Set when the last record is a snapshot row.
+    pub snapshot_key: Option<SortKey>,
+}
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -166,7 +177,7 @@ pub fn read_partition_tails(
     extra: &[String],
     topic: &str,
     partitions: i32,
-) -> Result<Vec<Option<SourcePos>>> {
+) -> Result<Vec<Option<Tail>>> {
     let mut cfg = kafka_client_config(brokers, extra)?;
     cfg.set("group.id", "rtis-producer-tail-reader")
         .set("enable.auto.commit", "false")
@@ -211,11 +222,18 @@ pub fn read_partition_tails(
             continue;
         }
         wanted.remove(&p);
-        tails[p as usize] = msg
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == POS_HEADER).and_then(|h| h.value))
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|s| s.parse().ok());
+        let header = |name: &str| {
+            msg.headers()
+                .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_string)
+        };
+        tails[p as usize] = header(POS_HEADER)
+            .and_then(|s| s.parse().ok())
+            .map(|pos| Tail {
+                pos,
+                snapshot_key: header(SNAPSHOT_KEY_HEADER).and_then(|s| s.parse().ok()),
+            });
         if tails[p as usize].is_none() {
             return Err(Error::Preflight(format!(
                 "the last record of {topic} partition {p} (offset {}) has no {POS_HEADER} header: \
@@ -256,11 +274,18 @@ pub fn close_consumer<C: rdkafka::consumer::ConsumerContext>(
 }
 
 /// Headers of a record.
-pub fn pos_headers(pos: &SourcePos) -> OwnedHeaders {
-    OwnedHeaders::new().insert(Header {
+pub fn pos_headers(pos: &SourcePos, snapshot_key: Option<&SortKey>) -> OwnedHeaders {
+    let h = OwnedHeaders::new().insert(Header {
         key: POS_HEADER,
         value: Some(pos.to_string().as_bytes()),
-    })
+    });
+    match snapshot_key {
+        Some(k) => h.insert(Header {
+            key: SNAPSHOT_KEY_HEADER,
+            value: Some(k.to_string().as_bytes()),
+        }),
+        None => h,
+    }
 }
 
 /// Publishes a writer schema to the schema topic (keyed by fingerprint) and waits for the ack.

@@ -17,6 +17,7 @@ pub mod position;
 pub mod preflight;
 pub mod replication;
 pub mod schema;
+pub mod snapshot;
 pub mod value;
 
 pub use error::{Error, Result};

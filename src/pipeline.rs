@@ -15,12 +15,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter};
+use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter, SnapshotState};
 use crate::config::ProducerConfig;
+use crate::config::SnapshotMode;
 use crate::error::{chain, Error, Result};
 use crate::kafka;
 use crate::preflight;
 use crate::replication::{Ack, Streamer};
+use crate::snapshot;
+
+/// `--snapshot when-needed` re-selects rows changed this long before the checkpoint.
+const WHEN_NEEDED_MARGIN_US: i64 = 60_000_000;
 
 /// Runs the producer until `shutdown` resolves (graceful: in-flight records are acknowledged
 /// and the checkpoint written) or a definite error occurs.
@@ -159,34 +164,108 @@ async fn session(
 ) -> Result<()> {
     let mut conn = preflight::connect(opts).await?;
     let (end, end_gtid) = preflight::binlog_end(&mut conn, facts.mariadb).await?;
-    let start = match checkpoint {
-        Some(cp) => {
-            let files = preflight::binlog_files(&mut conn).await?;
-            if !files.contains(&cp.position.file) {
-                return Err(Error::BinlogPurged {
-                    state: cfg.state.display().to_string(),
-                    position: cp.position.to_string(),
-                    oldest: files.first().cloned().unwrap_or_else(|| "none".into()),
-                });
-            }
-            cp.position.clone()
+    let files = preflight::binlog_files(&mut conn).await?;
+    let _ = conn.disconnect().await;
+    let purged = |cp: &Checkpoint| !files.contains(&cp.position.file);
+    let purged_error = |cp: &Checkpoint| Error::BinlogPurged {
+        state: cfg.state.display().to_string(),
+        position: cp.position.to_string(),
+        oldest: files.first().cloned().unwrap_or_else(|| "none".into()),
+    };
+    let fresh_snapshot = |since_us: Option<i64>, only: bool, prev: Option<&Checkpoint>| {
+        let last_updated_us = prev.and_then(|c| c.last_updated_us);
+        async move {
+            snapshot::check_snapshot_shape(facts)?;
+            let (conn, anchor) = snapshot::open_consistent(opts, facts.mariadb).await?;
+            let cp = Checkpoint {
+                position: anchor,
+                gtid: None,
+                last_commit_ts_ms: 0,
+                last_updated_us,
+                snapshot: Some(SnapshotState {
+                    since_us,
+                    cursor: None,
+                    rows: 0,
+                    only,
+                }),
+            };
+            Ok::<_, Error>((conn, cp))
         }
-        None => {
-            // first start: stream from the current end, and make that durable right away so a
-            // crash before the first transaction cannot skip what happens meanwhile
+    };
+    let only = cfg.snapshot == SnapshotMode::SnapshotOnly;
+    // a snapshot to run before streaming: its connection (inside the consistent view) and state
+    let plan = match checkpoint.clone() {
+        Some(cp) if cp.snapshot.is_some() && !purged(&cp) => {
+            // resume the interrupted snapshot from its cursor, anchored where it began
+            let (conn, _) = snapshot::open_consistent(opts, facts.mariadb).await?;
+            Some((conn, cp))
+        }
+        Some(cp) if cp.snapshot.is_some() => {
+            if cfg.snapshot != SnapshotMode::WhenNeeded {
+                return Err(purged_error(&cp));
+            }
+            tracing::warn!(anchor = %cp.position, "the interrupted snapshot's anchor was purged; starting the snapshot again");
+            let since = cp.snapshot.as_ref().and_then(|s| s.since_us);
+            let only = cp.snapshot.as_ref().is_some_and(|s| s.only);
+            Some(fresh_snapshot(since, only, Some(&cp)).await?)
+        }
+        Some(cp) if !purged(&cp) => {
+            if only {
+                return Err(Error::Config(format!(
+                    "--snapshot snapshot-only: {} already holds a streaming checkpoint ({}); a one-time \
+                     backfill needs its own --state file",
+                    cfg.state.display(),
+                    cp.position
+                )));
+            }
+            None
+        }
+        Some(cp) => {
+            if cfg.snapshot != SnapshotMode::WhenNeeded {
+                return Err(purged_error(&cp));
+            }
+            // catch up by timestamp: rows changed since the checkpoint (minus a safety margin)
+            let since = cp.last_updated_us.map(|t| t - WHEN_NEEDED_MARGIN_US);
+            tracing::warn!(
+                checkpoint = %cp.position,
+                since = ?since.map(crate::value::format_micros),
+                "the checkpoint's binlog file was purged: re-selecting rows changed since the checkpoint. \
+                 Rows deleted while the binlog was lost cannot be seen this way and get no delete record"
+            );
+            Some(fresh_snapshot(since, false, Some(&cp)).await?)
+        }
+        None if cfg.snapshot == SnapshotMode::Never => {
+            // stream from the current end, and make that durable right away so a crash before
+            // the first transaction cannot skip what happens meanwhile
             let cp = Checkpoint {
                 position: end.clone(),
                 gtid: end_gtid,
                 last_commit_ts_ms: 0,
                 last_updated_us: None,
+                snapshot: None,
             };
             writer.update(cp.clone());
             let _ = last.send(Some(cp.clone()));
             *checkpoint = Some(cp);
-            end.clone()
+            None
+        }
+        None => {
+            let since = if only { cfg.since_us()? } else { None };
+            Some(fresh_snapshot(since, only, None).await?)
         }
     };
-    let _ = conn.disconnect().await;
+    let mut snapshot_plan = None;
+    if let Some((conn, cp)) = plan {
+        writer.update(cp.clone());
+        let _ = last.send(Some(cp.clone()));
+        *checkpoint = Some(cp.clone());
+        snapshot_plan = Some((conn, cp));
+    }
+    let start = checkpoint
+        .as_ref()
+        .expect("a start position")
+        .position
+        .clone();
 
     let (brokers, extra, topic) = (
         cfg.brokers.clone(),
@@ -229,7 +308,18 @@ async fn session(
         last_updated,
     );
     let reader = async {
-        let r = streamer.run(&start, stop).await;
+        let r = async {
+            if let Some((conn, cp)) = snapshot_plan {
+                let only = cp.snapshot.as_ref().is_some_and(|s| s.only);
+                let done =
+                    snapshot::run(&mut streamer, conn, facts, cp, cfg.snapshot_chunk, stop).await?;
+                if !done || only {
+                    return Ok(());
+                }
+            }
+            streamer.run(&start, stop).await
+        }
+        .await;
         let stats = streamer.stats;
         drop(streamer); // closes the ack queue: the tracker drains what is in flight
         (r, stats)

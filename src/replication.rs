@@ -30,8 +30,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::avro::{self, SourceInfo, WriterSchema};
 use crate::checkpoint::Checkpoint;
+use crate::checkpoint::SortKey;
 use crate::error::{Error, Result};
-use crate::kafka::{self, partition_for};
+use crate::kafka::{self, partition_for, Tail};
 use crate::position::{file_seq, BinlogPosition, SourcePos};
 use crate::preflight::{self, SourceFacts};
 use crate::schema::TableSchema;
@@ -86,7 +87,7 @@ pub struct Streamer<'a> {
     pub schema_topic: String,
     pub partitions: i32,
     /// Last record position per partition at session start.
-    pub tails: Vec<Option<SourcePos>>,
+    pub tails: Vec<Option<Tail>>,
     pub acks: mpsc::Sender<Ack>,
     pub published: &'a mut HashSet<[u8; 8]>,
     pub timestamp_column: String,
@@ -159,7 +160,7 @@ impl<'a> Streamer<'a> {
         producer: &'a FutureProducer,
         topic: &'a str,
         partitions: i32,
-        tails: Vec<Option<SourcePos>>,
+        tails: Vec<Option<Tail>>,
         acks: mpsc::Sender<Ack>,
         published: &'a mut HashSet<[u8; 8]>,
         timestamp_column: String,
@@ -504,6 +505,7 @@ impl<'a> Streamer<'a> {
             gtid: self.gtid.clone(),
             last_commit_ts_ms: ts_ms,
             last_updated_us: self.last_updated_us,
+            snapshot: None,
         };
         self.acks
             .send(Ack::Commit(cp))
@@ -524,10 +526,8 @@ impl<'a> Streamer<'a> {
         ts_ms: i64,
         snapshot: bool,
     ) -> Result<()> {
-        if let (Some(ts), Some(row)) = (p.timestamp_column, after.as_ref()) {
-            if let Datum::TimestampMicros(t) | Datum::DateTimeMicros(t) = row[ts] {
-                self.last_updated_us = Some(self.last_updated_us.map_or(t, |m| m.max(t)));
-            }
+        if let Some(row) = after.as_deref() {
+            self.note_timestamp(p, row);
         }
         let key_of = |this: &mut Self, row: &[Datum]| -> Vec<u8> {
             this.key_buf.clear();
@@ -576,8 +576,98 @@ impl<'a> Streamer<'a> {
         }
     }
 
+    /// Emits one snapshot row (op `r`).
+    ///
+    /// Snapshot rows all carry the snapshot's anchor position; they are ordered by their sort
+    /// key `(last_updated, id)` instead, which is also the order they are read in. A row is
+    /// already in the topic when its partition's last record is a snapshot row of the same
+    /// anchor with a sort key at or above this one. (A row that changed since the snapshot
+    /// started may be read again under a new sort key: that is its newer value, and its binlog
+    /// change follows anyway.)
+    pub async fn emit_snapshot_row(
+        &mut self,
+        p: &Prepared,
+        row: Vec<Datum>,
+        anchor: SourcePos,
+        seq: u32,
+        sort_key: SortKey,
+        ts_ms: i64,
+    ) -> Result<()> {
+        self.note_timestamp(p, &row);
+        self.key_buf.clear();
+        avro::encode_key(&mut self.key_buf, &p.key, &p.table, &row);
+        let key = self.key_buf.clone();
+        let partition = partition_for(&key, self.partitions);
+        let sent = self.tails[partition as usize]
+            .is_some_and(|t| t.pos == anchor && t.snapshot_key.is_some_and(|k| sort_key <= k));
+        if sent {
+            if self.stats.skipped_duplicates == 0 {
+                tracing::info!(%sort_key, partition, "skipping snapshot rows already in the topic (resumed snapshot)");
+            }
+            self.stats.skipped_duplicates += 1;
+            return Ok(());
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let src = SourceInfo {
+            server_id: self.facts.server_id,
+            file: &self.file,
+            pos: anchor.pos,
+            row: seq,
+            gtid: self.gtid.as_deref(),
+            ts_ms,
+            snapshot: true,
+        };
+        avro::encode_envelope(
+            &mut buf,
+            &p.value,
+            &p.table,
+            "r",
+            None,
+            Some(&row),
+            &src,
+            now_ms(),
+        );
+        let res = self
+            .produce(&key, Some(&buf), partition, anchor, Some(sort_key))
+            .await;
+        self.buf = buf;
+        res
+    }
+
+    /// Tracks the highest `--timestamp-column` value, carried into checkpoints.
+    fn note_timestamp(&mut self, p: &Prepared, row: &[Datum]) {
+        if let Some(Datum::TimestampMicros(t) | Datum::DateTimeMicros(t)) =
+            p.timestamp_column.and_then(|i| row.get(i))
+        {
+            self.last_updated_us = Some(self.last_updated_us.map_or(*t, |m| m.max(*t)));
+        }
+    }
+
+    /// Sets the binlog file and GTID reported in `source` (snapshot rows report the anchor's).
+    pub fn set_source(&mut self, file: &str, gtid: Option<String>) {
+        self.file = file.to_string();
+        self.gtid = gtid;
+    }
+
+    /// Queues a checkpoint behind every record sent so far.
+    pub async fn checkpoint(&mut self, cp: Checkpoint) -> Result<()> {
+        self.acks
+            .send(Ack::Commit(cp))
+            .await
+            .map_err(|_| Error::StreamLost {
+                position: self.file.clone(),
+                msg: "the delivery tracker stopped".into(),
+            })
+    }
+
+    /// Ensures the writer schemas of `p` are in the schema topic.
+    pub async fn publish_schemas(&mut self, p: &Prepared) -> Result<()> {
+        self.publish(p).await
+    }
+
     fn duplicate(&mut self, partition: i32, pos: &SourcePos) -> bool {
-        let dup = self.tails[partition as usize].is_some_and(|t| *pos <= t);
+        let dup = self.tails[partition as usize].is_some_and(|t| *pos <= t.pos);
         if dup {
             if self.stats.skipped_duplicates == 0 {
                 tracing::info!(position = %pos, partition, "skipping records already in the topic (re-read after a restart)");
@@ -624,7 +714,7 @@ impl<'a> Streamer<'a> {
             &src,
             now_ms(),
         );
-        let res = self.produce(key, Some(&buf), partition, pos).await;
+        let res = self.produce(key, Some(&buf), partition, pos, None).await;
         self.buf = buf;
         res
     }
@@ -634,7 +724,7 @@ impl<'a> Streamer<'a> {
         if self.duplicate(partition, &pos) {
             return Ok(());
         }
-        self.produce(key, None, partition, pos).await
+        self.produce(key, None, partition, pos, None).await
     }
 
     async fn produce(
@@ -643,11 +733,12 @@ impl<'a> Streamer<'a> {
         payload: Option<&[u8]>,
         partition: i32,
         pos: SourcePos,
+        snapshot_key: Option<SortKey>,
     ) -> Result<()> {
         let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(self.topic)
             .key(key)
             .partition(partition)
-            .headers(kafka::pos_headers(&pos));
+            .headers(kafka::pos_headers(&pos, snapshot_key.as_ref()));
         if let Some(p) = payload {
             rec = rec.payload(p);
         }

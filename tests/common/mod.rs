@@ -465,6 +465,9 @@ pub fn producer_config(
         kafka_options: vec![],
         max_in_flight: 10_000,
         log_format: rtis::config::LogFormat::Text,
+        snapshot: rtis::config::SnapshotMode::Initial,
+        since: None,
+        snapshot_chunk: 1000,
     }
 }
 
