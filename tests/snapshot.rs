@@ -1,0 +1,227 @@
+//! Snapshot phase: backfill anchored to a binlog position, resumable after kill -9, handing
+//! over to the stream with no gap and no duplicate.
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use mysql_async::prelude::*;
+use serde_json::Value;
+
+async fn fill(db: &MariaDb, shop: &str, rows: u64) {
+    db.exec(
+        shop,
+        &format!(
+            "INSERT INTO product (id, name, category, price, last_updated)
+             SELECT seq, CONCAT('product ', seq), IF(seq % 7 = 0, NULL, CONCAT('cat', seq % 13)), (seq % 100000) / 100,
+                    TIMESTAMP('2024-01-01') + INTERVAL ((seq * 1000003) % 3600000000) MICROSECOND
+             FROM seq_1_to_{rows}"
+        ),
+    )
+    .await;
+}
+
+fn spawn(db: &MariaDb, shop: &str, broker: &Broker, topic: &str, state: &Path, log: &Path, args: &[&str]) -> Child {
+    let logf = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
+        .args(args)
+        .env("RTIS_MYSQL_URL", db.url("rtis", shop))
+        .env("RTIS_MYSQL_PASSWORD", "rtis-pw")
+        .env("RTIS_BROKERS", broker.bootstrap())
+        .env("RTIS_TOPIC", topic)
+        .env("RTIS_PARTITIONS", "3")
+        .env("RTIS_STATE", state)
+        .env("RTIS_SERVER_ID", "8888")
+        .env("RTIS_HEARTBEAT_SECS", "1")
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .spawn()
+        .unwrap()
+}
+
+async fn total(broker: &Broker, topic: &str) -> i64 {
+    end_offsets(&broker.bootstrap(), topic).await.iter().sum()
+}
+
+/// For each key: snapshot rows come before any binlog change, and nothing is duplicated.
+fn check_order(lines: &[Value]) {
+    let mut by_key: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for l in lines {
+        by_key.entry(l["key"]["id"].as_str().unwrap().to_string()).or_default().push(l);
+    }
+    for (k, recs) in by_key {
+        let mut seen_change = false;
+        let mut seen: HashSet<String> = HashSet::new();
+        for r in recs {
+            if r["op"] == "r" {
+                assert!(!seen_change, "key {k}: snapshot row after a binlog change: {r}");
+            } else if r["op"] != "tombstone" {
+                seen_change = true;
+            }
+            if r["op"] != "tombstone" {
+                let id = format!("{}|{}|{}|{}|{}", r["op"], r["source"]["file"], r["source"]["pos"], r["source"]["row"], r["after"]);
+                assert!(seen.insert(id.clone()), "key {k}: duplicate record {id}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_with_concurrent_writes_hands_over_with_no_gap() {
+    let db = MariaDb::start();
+    let broker = Broker::start();
+    let shop = db.create_shop().await;
+    let rows = 100_000;
+    fill(&db, &shop, rows).await;
+    let topic = unique("snap");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = producer_config(&db, &shop, &broker, &topic, &dir.path().join("rtis.sqlite"));
+    cfg.snapshot_chunk = 5_000;
+    let producer = InProcess::start(cfg);
+    // writes while the snapshot runs: updates, inserts, deletes
+    let mut c = db.conn(&shop).await;
+    let mut deleted = Vec::new();
+    for i in 0..300u64 {
+        let id = 1 + (i * 331) % rows;
+        match i % 3 {
+            0 => c.exec_drop("UPDATE product SET price = price + 1 WHERE id = ?", (id,)).await.unwrap(),
+            1 => c.exec_drop("INSERT INTO product (id, name, price) VALUES (?, 'new', 1.00)", (rows + 1 + i,)).await.unwrap(),
+            _ => {
+                c.exec_drop("DELETE FROM product WHERE id = ?", (id,)).await.unwrap();
+                deleted.push(id);
+            }
+        }
+        if i % 30 == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let want = rows as i64 + 300 + 100; // snapshot rows + changes + tombstones, at least
+    let lines = drain_topic(&broker.bootstrap(), &topic, want, Duration::from_secs(300)).await;
+    producer.stop().await.unwrap();
+    let snap = lines.iter().filter(|l| l["op"] == "r").count();
+    assert!(snap as u64 >= rows - 200, "snapshot rows: {snap}");
+    assert!(lines.iter().filter(|l| l["op"] == "r").all(|l| l["source"]["snapshot"] == true));
+    check_order(&lines);
+    assert_eq!(fold(&lines), table_state(&db, &shop).await, "final state per key equals the table");
+    for id in deleted {
+        let last: Vec<&Value> = lines.iter().filter(|l| l["key"]["id"] == id.to_string()).collect();
+        let n = last.len();
+        assert!(n >= 2 && last[n - 2]["op"] == "d" && last[n - 1]["op"] == "tombstone", "deleted {id} ends with delete + tombstone: {last:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_snapshot_and_at_handover_resumes_without_duplicates() {
+    let db = MariaDb::start();
+    let broker = Broker::start();
+    let shop = db.create_shop().await;
+    let rows: i64 = 30_000;
+    fill(&db, &shop, rows as u64).await;
+    let topic = unique("snapkill");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("rtis.sqlite");
+    let log = dir.path().join("producer.log");
+    let args = ["--snapshot-chunk", "500"];
+    for fraction in [0.10, 0.50, 0.99, 1.0] {
+        let mut child = spawn(&db, &shop, &broker, &topic, &state, &log, &args);
+        let target = (rows as f64 * fraction) as i64;
+        eventually(Duration::from_secs(180), &format!("{target} snapshot records"), || async {
+            (total(&broker, &topic).await >= target).then_some(())
+        })
+        .await;
+        child.kill().unwrap(); // SIGKILL mid-snapshot (or right at the handover)
+        child.wait().unwrap();
+        eprintln!("killed at {} records (target {target})", total(&broker, &topic).await);
+    }
+    let mut child = spawn(&db, &shop, &broker, &topic, &state, &log, &args);
+    // changes after the handover are streamed
+    eventually(Duration::from_secs(60), "streaming", || async {
+        std::fs::read_to_string(&log).unwrap_or_default().matches("streaming binlog").count().ge(&1).then_some(())
+    })
+    .await;
+    db.exec(&shop, "UPDATE product SET name = 'streamed' WHERE id = 5; DELETE FROM product WHERE id = 6").await;
+    let lines = drain_topic(&broker.bootstrap(), &topic, rows + 3, Duration::from_secs(120)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("snapshot running") && log_text.matches("rows_done=0 ").count() == 1, "the snapshot resumed from its cursor, not from zero:\n{log_text}");
+    let snap: Vec<&Value> = lines.iter().filter(|l| l["op"] == "r").collect();
+    assert_eq!(snap.len() as i64, rows, "every row exactly once in the snapshot");
+    let ids: HashSet<&str> = snap.iter().map(|l| l["key"]["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len() as i64, rows);
+    assert_eq!(lines.len() as i64, rows + 3, "snapshot + update + delete + tombstone: {:?}", &lines[rows as usize..]);
+    check_order(&lines);
+    assert_eq!(fold(&lines), table_state(&db, &shop).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_only_since_emits_exactly_the_selected_rows_and_exits_zero() {
+    let db = MariaDb::start();
+    let broker = Broker::start();
+    let shop = db.create_shop().await;
+    fill(&db, &shop, 2_000).await;
+    let topic = unique("since");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("p.log");
+    let since = "2024-01-01 00:10:00.000000";
+    let mut child = spawn(&db, &shop, &broker, &topic, &dir.path().join("s.sqlite"), &log, &["--snapshot", "snapshot-only", "--since", since]);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "exit 0: {}", std::fs::read_to_string(&log).unwrap());
+    let mut c = db.conn(&shop).await;
+    c.query_drop("SET time_zone = '+00:00'").await.unwrap();
+    let want: Vec<u64> = c.exec("SELECT id FROM product WHERE last_updated >= ? ORDER BY id", (since,)).await.unwrap();
+    assert!(!want.is_empty() && want.len() < 2_000, "the filter selects a strict subset ({})", want.len());
+    let lines = drain_topic(&broker.bootstrap(), &topic, want.len() as i64, Duration::from_secs(60)).await;
+    let mut got: Vec<u64> = lines.iter().map(|l| l["key"]["id"].as_str().unwrap().parse().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(lines.iter().all(|l| l["op"] == "r" && l["after"]["last_updated"].as_str().unwrap() >= "2024-01-01T00:10:00"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_binlog_fails_clearly_or_catches_up_when_needed() {
+    let db = MariaDb::start();
+    let broker = Broker::start();
+    let shop = db.create_shop().await;
+    fill(&db, &shop, 50).await;
+    let topic = unique("purge");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("rtis.sqlite");
+    let mut cfg = producer_config(&db, &shop, &broker, &topic, &state);
+    let p = InProcess::start(cfg.clone());
+    drain_topic(&broker.bootstrap(), &topic, 50, Duration::from_secs(60)).await;
+    p.stop().await.unwrap();
+    // while the producer is down: changes, then the binlog holding them is purged
+    db.exec(&shop, "UPDATE product SET name = 'changed while down' WHERE id <= 10; INSERT INTO product (id, name, price) VALUES (1000, 'new while down', 1.00)").await;
+    // the server keeps a file while a dump thread or crash recovery may still need it: retry
+    eventually(Duration::from_secs(60), "mariadb-bin.000001 purged", || {
+        let (db, shop) = (&db, &shop);
+        async move {
+            let mut c = db.conn(shop).await;
+            c.query_drop("FLUSH BINARY LOGS").await.unwrap();
+            let newest: String = c.query_first("SHOW MASTER STATUS").await.unwrap().map(|r: mysql_async::Row| r.get(0).unwrap()).unwrap();
+            let _ = c.query_drop(format!("PURGE BINARY LOGS TO '{newest}'")).await;
+            let files: Vec<mysql_async::Row> = c.query("SHOW BINARY LOGS").await.unwrap();
+            (!files.iter().any(|r| r.get::<String, _>(0).unwrap() == "mariadb-bin.000001")).then_some(())
+        }
+    })
+    .await;
+    let err = tokio::time::timeout(Duration::from_secs(60), rtis::pipeline::run(cfg.clone(), std::future::pending()))
+        .await
+        .expect("a purged binlog is an error, not a wait")
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("mariadb-bin.000001") && msg.contains("purged") && msg.contains("when-needed"), "{msg}");
+
+    cfg.snapshot = rtis::config::SnapshotMode::WhenNeeded;
+    let p = InProcess::start(cfg);
+    let lines = drain_topic(&broker.bootstrap(), &topic, 50 + 11, Duration::from_secs(60)).await;
+    p.stop().await.unwrap();
+    let state_now = table_state(&db, &shop).await;
+    assert_eq!(fold(&lines), state_now, "rows still present end exact");
+}
