@@ -25,6 +25,17 @@ echo "== private Kafka-API broker (tansu) on 127.0.0.1:$KAFKA_PORT"
 (cd "$DEMO" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
   --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine sqlite://tansu.db) >"$DEMO/tansu.log" 2>&1 &
 pids+=($!)
+# tansu 0.6.0 lacks an index on its header table (fetches slow down quadratically): add it
+python3 - "$DEMO/tansu.db" <<'PY'
+import sqlite3, sys, time
+for _ in range(300):
+    try:
+        c = sqlite3.connect(sys.argv[1], timeout=5)
+        c.execute("CREATE INDEX IF NOT EXISTS rtis_header_topition_offset ON header (topition, offset_id)")
+        c.commit(); break
+    except sqlite3.OperationalError:
+        time.sleep(0.1)
+PY
 sql() { mariadb -h127.0.0.1 -P"$DB_PORT" -uroot "$@"; }
 for _ in $(seq 100); do sql -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
 sql -e 'CREATE DATABASE shop'

@@ -115,6 +115,10 @@ pub struct ProducerConfig {
     #[arg(long, env = "RTIS_SNAPSHOT_CHUNK", default_value_t = 5_000)]
     pub snapshot_chunk: u64,
 
+    /// Upper bound on snapshot rows read per second, to spare the source (0 = no limit).
+    #[arg(long, env = "RTIS_SNAPSHOT_MAX_ROWS_PER_SEC", default_value_t = 0)]
+    pub snapshot_max_rows_per_sec: u64,
+
     /// Log format.
     #[arg(long, env = "RTIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -311,8 +311,16 @@ async fn session(
         let r = async {
             if let Some((conn, cp)) = snapshot_plan {
                 let only = cp.snapshot.as_ref().is_some_and(|s| s.only);
-                let done =
-                    snapshot::run(&mut streamer, conn, facts, cp, cfg.snapshot_chunk, stop).await?;
+                let done = snapshot::run(
+                    &mut streamer,
+                    conn,
+                    facts,
+                    cp,
+                    cfg.snapshot_chunk,
+                    cfg.snapshot_max_rows_per_sec,
+                    stop,
+                )
+                .await?;
                 if !done || only {
                     return Ok(());
                 }

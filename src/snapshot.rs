@@ -134,6 +134,7 @@ pub async fn run(
     facts: &SourceFacts,
     mut cp: Checkpoint,
     chunk: u64,
+    max_rows_per_sec: u64,
     stop: &watch::Receiver<bool>,
 ) -> Result<bool> {
     let mut state: SnapshotState = cp.snapshot.clone().expect("snapshot state");
@@ -247,6 +248,14 @@ pub async fn run(
         }
         if n < chunk {
             break;
+        }
+        if max_rows_per_sec > 0 {
+            // pace the reads: the rows read so far may not come earlier than the rate allows
+            let due =
+                Duration::from_secs_f64((state.rows - start_rows) as f64 / max_rows_per_sec as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
         }
     }
     conn.query_drop("COMMIT").await.map_err(q)?;

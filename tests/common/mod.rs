@@ -275,6 +275,24 @@ pub fn tansu_exe() -> PathBuf {
     find_exe("tansu", &[&cached])
 }
 
+/// tansu 0.6.0's sqlite schema has no index on `header (topition, offset_id)`: every fetched
+/// record scans all headers, so fetches stall once partitions hold ~10k records with headers
+/// (rtis puts its position in a header). The index makes fetch linear again (README, Known limits).
+pub fn index_tansu_headers(db: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = rusqlite::Connection::open(db).and_then(|c| {
+            c.busy_timeout(Duration::from_secs(5))?;
+            c.execute_batch("CREATE INDEX IF NOT EXISTS rtis_header_topition_offset ON header (topition, offset_id)")
+        });
+        match res {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("indexing tansu's header table: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
 impl Broker {
     pub fn start() -> Self {
         let dir = tempfile::Builder::new()
@@ -309,6 +327,7 @@ impl Broker {
             .stderr(logf);
         self.child = Some(cmd.spawn().expect("start tansu"));
         wait_port(self.port, Duration::from_secs(30), "tansu", &log);
+        index_tansu_headers(&self.dir.path().join("tansu.db"));
     }
 
     pub fn bootstrap(&self) -> String {
@@ -468,6 +487,7 @@ pub fn producer_config(
         snapshot: rtis::config::SnapshotMode::Initial,
         since: None,
         snapshot_chunk: 1000,
+        snapshot_max_rows_per_sec: 0,
     }
 }
 
