@@ -40,6 +40,7 @@ sql() { mariadb -h127.0.0.1 -P"$DB_PORT" -uroot "$@"; }
 for _ in $(seq 100); do sql -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
 sql -e 'CREATE DATABASE shop'
 sql shop < sql/01-schema.sql
+sql shop < sql/02-sample-data.sql   # existing rows: the producer's snapshot backfills them (op r)
 sql shop < sql/03-grants.sql
 
 echo "== rtis-producer and rtis-consumer"
@@ -52,12 +53,11 @@ grep -q "streaming binlog" "$DEMO/producer.log" || { cat "$DEMO/producer.log"; e
 $BIN/rtis-consumer --group demo --out-dir "$DEMO/out" 2>"$DEMO/consumer.log" &
 pids+=($!)
 
-echo "== changes: sample data, an update, a price change in a transaction, a delete"
-sql shop < sql/02-sample-data.sql
+echo "== changes after the snapshot: an update, a price change + insert in one transaction, a delete"
 sql shop -e "UPDATE product SET category = 'coffee' WHERE id = 2"
 sql shop -e "START TRANSACTION; UPDATE product SET price = 329.00 WHERE id = 1; INSERT INTO product (id, name, category, price) VALUES (6, 'Milk jug', 'kitchen', 14.50); COMMIT"
 sql shop -e "DELETE FROM product WHERE id = 5"
-want=10   # 6 inserts + 2 updates + 1 delete + 1 tombstone
+want=10   # 5 snapshot rows + 1 insert + 2 updates + 1 delete + 1 tombstone
 for _ in $(seq 300); do
   n=$( (cat "$DEMO"/out/product_updates-[0-9]*.jsonl 2>/dev/null || true) | wc -l)
   [ "$n" -ge "$want" ] && break; sleep 0.2
