@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -13,27 +13,29 @@ use mysql_async::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-fn spawn_consumer(broker: &Broker, topic: &str, group: &str, out: &Path, log: &Path) -> Child {
+fn spawn_consumer(broker: &Broker, topic: &str, group: &str, out: &Path, log: &Path) -> Guard {
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_rtis-consumer"))
-        .env("RTIS_BROKERS", broker.bootstrap())
-        .env("RTIS_TOPIC", topic)
-        .env("RTIS_GROUP", group)
-        .env("RTIS_OUT_DIR", out)
-        .env(
-            "RTIS_KAFKA_OPTIONS",
-            "session.timeout.ms=3000;heartbeat.interval.ms=300",
-        )
-        .env("RUST_LOG", "info,rdkafka=warn")
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .unwrap()
+    Guard(
+        Command::new(env!("CARGO_BIN_EXE_rtis-consumer"))
+            .env("RTIS_BROKERS", broker.bootstrap())
+            .env("RTIS_TOPIC", topic)
+            .env("RTIS_GROUP", group)
+            .env("RTIS_OUT_DIR", out)
+            .env(
+                "RTIS_KAFKA_OPTIONS",
+                "session.timeout.ms=3000;heartbeat.interval.ms=300",
+            )
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Checks the output dir against the topic: every offset of every partition exactly once,
@@ -147,8 +149,7 @@ async fn kill9_consumer_repeatedly_writes_every_record_exactly_once() {
         let mut rng = StdRng::seed_from_u64(seed);
         for _ in 0..iterations {
             tokio::time::sleep(Duration::from_millis(rng.random_range(300..2500))).await;
-            child.kill().unwrap();
-            child.wait().unwrap();
+            child.kill9();
             child = spawn_consumer(&e.broker, &e.topic, &group, out.path(), &log);
         }
         stop.store(true, Ordering::SeqCst);
@@ -167,8 +168,7 @@ async fn kill9_consumer_repeatedly_writes_every_record_exactly_once() {
         (read_lines(out.path()).len() as i64 >= total).then_some(())
     })
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
     let lines = assert_exactly_once(&e.broker, &e.topic, out.path()).await;
     assert_eq!(lines.len() as i64, total);
     assert_eq!(fold(&lines), table_state(&e.db, &e.shop).await);
@@ -185,14 +185,13 @@ async fn two_consumers_share_partitions_and_a_replacement_takes_over_after_kill9
     let a = spawn_consumer(&e.broker, &e.topic, &group, out.path(), &log);
     let mut b = spawn_consumer(&e.broker, &e.topic, &group, out.path(), &log);
     let stop = AtomicBool::new(false);
-    let mut c: Option<Child> = None;
+    let mut c: Option<Guard> = None;
     let killer = async {
         tokio::time::sleep(Duration::from_secs(6)).await;
-        b.kill().unwrap(); // SIGKILL one member while records flow
-        b.wait().unwrap();
-        // tansu 0.6.0 keeps a dead member in the next generation (README, Known limits), so the
-        // survivor alone is not handed its partitions; a replacement member (what a supervisor
-        // restarting the crashed process does) triggers the rebalance that moves them.
+        b.kill9(); // SIGKILL one member while records flow
+                   // tansu 0.6.0 keeps a dead member in the next generation (README, Known limits), so the
+                   // survivor alone is not handed its partitions; a replacement member (what a supervisor
+                   // restarting the crashed process does) triggers the rebalance that moves them.
         tokio::time::sleep(Duration::from_secs(1)).await;
         c = Some(spawn_consumer(
             &e.broker,
@@ -218,8 +217,7 @@ async fn two_consumers_share_partitions_and_a_replacement_takes_over_after_kill9
     })
     .await;
     for mut m in [Some(a), c].into_iter().flatten() {
-        m.kill().unwrap();
-        m.wait().unwrap();
+        m.kill9();
     }
     let lines = assert_exactly_once(&e.broker, &e.topic, out.path()).await;
     assert_eq!(fold(&lines), table_state(&e.db, &e.shop).await);

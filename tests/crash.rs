@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -20,27 +20,29 @@ fn spawn_producer(
     topic: &str,
     state: &std::path::Path,
     log: &std::path::Path,
-) -> Child {
+) -> Guard {
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
-        .env("RTIS_MYSQL_URL", db.url("rtis", shop))
-        .env("RTIS_MYSQL_PASSWORD", "rtis-pw")
-        .env("RTIS_BROKERS", broker.bootstrap())
-        .env("RTIS_TOPIC", topic)
-        .env("RTIS_PARTITIONS", "3")
-        .env("RTIS_STATE", state)
-        .env("RTIS_SERVER_ID", "7777")
-        .env("RTIS_HEARTBEAT_SECS", "1")
-        .env("RUST_LOG", "info,rdkafka=warn")
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .unwrap()
+    Guard(
+        Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
+            .env("RTIS_MYSQL_URL", db.url("rtis", shop))
+            .env("RTIS_MYSQL_PASSWORD", "rtis-pw")
+            .env("RTIS_BROKERS", broker.bootstrap())
+            .env("RTIS_TOPIC", topic)
+            .env("RTIS_PARTITIONS", "3")
+            .env("RTIS_STATE", state)
+            .env("RTIS_SERVER_ID", "7777")
+            .env("RTIS_HEARTBEAT_SECS", "1")
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// Expected records per key, in commit order: op letters (`t` for tombstone).
@@ -133,8 +135,7 @@ async fn kill9_producer_during_writes_loses_and_duplicates_nothing() {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
         for i in 0..iterations {
             tokio::time::sleep(Duration::from_millis(rng.random_range(200..1200))).await;
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+            child.kill9(); // SIGKILL
             if rng.random_bool(0.5) {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
             }
@@ -155,8 +156,7 @@ async fn kill9_producer_during_writes_loses_and_duplicates_nothing() {
         Duration::from_secs(120),
     )
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     let tail: String = log_text
         .lines()

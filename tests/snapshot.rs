@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -32,28 +32,30 @@ fn spawn(
     state: &Path,
     log: &Path,
     args: &[&str],
-) -> Child {
+) -> Guard {
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
-        .args(args)
-        .env("RTIS_MYSQL_URL", db.url("rtis", shop))
-        .env("RTIS_MYSQL_PASSWORD", "rtis-pw")
-        .env("RTIS_BROKERS", broker.bootstrap())
-        .env("RTIS_TOPIC", topic)
-        .env("RTIS_PARTITIONS", "3")
-        .env("RTIS_STATE", state)
-        .env("RTIS_SERVER_ID", "8888")
-        .env("RTIS_HEARTBEAT_SECS", "1")
-        .env("RUST_LOG", "info,rdkafka=warn")
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .unwrap()
+    Guard(
+        Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
+            .args(args)
+            .env("RTIS_MYSQL_URL", db.url("rtis", shop))
+            .env("RTIS_MYSQL_PASSWORD", "rtis-pw")
+            .env("RTIS_BROKERS", broker.bootstrap())
+            .env("RTIS_TOPIC", topic)
+            .env("RTIS_PARTITIONS", "3")
+            .env("RTIS_STATE", state)
+            .env("RTIS_SERVER_ID", "8888")
+            .env("RTIS_HEARTBEAT_SECS", "1")
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn total(broker: &Broker, topic: &str) -> i64 {
@@ -193,7 +195,7 @@ async fn snapshot_with_concurrent_writes_hands_over_with_no_gap() {
     for id in deleted {
         let last: Vec<&Value> = lines
             .iter()
-            .filter(|l| l["key"]["id"] == id.to_string())
+            .filter(|l| l["key"]["id"].as_str() == Some(id.to_string().as_str()))
             .collect();
         let n = last.len();
         if n > 0 {
@@ -237,8 +239,7 @@ async fn kill9_during_snapshot_and_at_handover_resumes_without_duplicates() {
             || async { (total(&broker, &topic).await >= target).then_some(()) },
         )
         .await;
-        child.kill().unwrap(); // SIGKILL mid-snapshot (or right at the handover)
-        child.wait().unwrap();
+        child.kill9(); // SIGKILL mid-snapshot (or right at the handover)
         eprintln!(
             "killed at {} records (target {target})",
             total(&broker, &topic).await
@@ -266,8 +267,7 @@ async fn kill9_during_snapshot_and_at_handover_resumes_without_duplicates() {
         Duration::from_secs(120),
     )
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
     let log_text =
         std::fs::read_to_string(&log).unwrap() + &std::fs::read_to_string(&log2).unwrap();
     assert!(

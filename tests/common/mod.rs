@@ -89,6 +89,36 @@ fn find_exe(name: &str, candidates: &[&str]) -> PathBuf {
     panic!("{name} not found: run `bash .ci/install.sh` first");
 }
 
+/// A child process killed (SIGKILL) and reaped on drop, also when a test panics.
+pub struct Guard(pub Child);
+
+impl Guard {
+    /// SIGKILL and reap now.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Guard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
 /// A private MariaDB with ROW binlog and FULL row metadata.
 pub struct MariaDb {
     pub dir: tempfile::TempDir,
