@@ -186,6 +186,18 @@ pub async fn run(
     );
     let started = Instant::now();
     let start_rows = state.rows;
+    // a progress bar on a terminal, periodic log lines otherwise
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let b = indicatif::ProgressBar::new(total.max(state.rows));
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "snapshot {bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}",
+            )
+            .expect("progress template"),
+        );
+        b.set_position(state.rows);
+        b
+    });
     let mut logged = Instant::now();
     let now_ms = || {
         std::time::SystemTime::now()
@@ -233,6 +245,10 @@ pub async fn run(
         cp.snapshot = Some(state.clone());
         cp.last_updated_us = streamer.last_updated_us;
         streamer.checkpoint(cp.clone()).await?;
+        if let Some(b) = &bar {
+            b.set_length(total.max(state.rows));
+            b.set_position(state.rows);
+        }
         if logged.elapsed() > Duration::from_secs(5) || n < chunk {
             let rate =
                 (state.rows - start_rows) as f64 / started.elapsed().as_secs_f64().max(0.001);
@@ -257,6 +273,9 @@ pub async fn run(
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+    if let Some(b) = bar {
+        b.finish();
     }
     conn.query_drop("COMMIT").await.map_err(q)?;
     let _ = conn.disconnect().await;

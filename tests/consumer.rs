@@ -13,6 +13,10 @@ use mysql_async::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// tansu 0.6.0 mishandles rebalances of several groups at once (README, Known limits): the
+/// group tests of this file run one at a time.
+static ONE_GROUP_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn spawn_consumer(broker: &Broker, topic: &str, group: &str, out: &Path, log: &Path) -> Guard {
     let logf = std::fs::OpenOptions::new()
         .create(true)
@@ -129,6 +133,7 @@ async fn env() -> Env {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_consumer_repeatedly_writes_every_record_exactly_once() {
+    let _serial = ONE_GROUP_AT_A_TIME.lock().await;
     let iterations: usize = std::env::var("RTIS_CRASH_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -147,10 +152,18 @@ async fn kill9_consumer_repeatedly_writes_every_record_exactly_once() {
     let stop = AtomicBool::new(false);
     let killer = async {
         let mut rng = StdRng::seed_from_u64(seed);
-        for _ in 0..iterations {
+        for i in 0..iterations {
             tokio::time::sleep(Duration::from_millis(rng.random_range(300..2500))).await;
             child.kill9();
-            child = spawn_consumer(&e.broker, &e.topic, &group, out.path(), &log);
+            // progress comes from the files, not the group; each incarnation joins a group of its
+            // own because tansu 0.6.0 keeps a killed member in its group (README, Known limits)
+            child = spawn_consumer(
+                &e.broker,
+                &e.topic,
+                &format!("{group}-{i}"),
+                out.path(),
+                &log,
+            );
         }
         stop.store(true, Ordering::SeqCst);
     };
@@ -177,6 +190,7 @@ async fn kill9_consumer_repeatedly_writes_every_record_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_consumers_share_partitions_and_a_replacement_takes_over_after_kill9() {
+    let _serial = ONE_GROUP_AT_A_TIME.lock().await;
     let e = env().await;
     let out = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
@@ -235,6 +249,7 @@ async fn two_consumers_share_partitions_and_a_replacement_takes_over_after_kill9
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_records_go_to_the_dead_letter_file_and_torn_lines_are_repaired() {
+    let _serial = ONE_GROUP_AT_A_TIME.lock().await;
     let e = env().await;
     e.db.exec(
         &e.shop,

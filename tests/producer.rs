@@ -215,3 +215,62 @@ async fn sql_in_records_out() {
     // the fold of the records equals the table
     assert_eq!(fold(&lines), table_state(&db, &shop).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latin1_text_and_schema_changes_while_streaming() {
+    let db = MariaDb::start();
+    let broker = Broker::start();
+    let shop = db.create_shop().await;
+    db.exec(
+        &shop,
+        "ALTER TABLE product MODIFY name VARCHAR(255) CHARACTER SET latin1 NOT NULL",
+    )
+    .await;
+    let topic = unique("latin1");
+    let state = tempfile::tempdir().unwrap();
+    let producer = InProcess::start(producer_config(
+        &db,
+        &shop,
+        &broker,
+        &topic,
+        &state.path().join("rtis.sqlite"),
+    ));
+    eventually(Duration::from_secs(60), "producer start", || async {
+        state.path().join("rtis.sqlite").exists().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // the client sends utf8mb4; the server stores cp1252 bytes (é = E9, € = 80) in the latin1 column
+    db.exec(
+        &shop,
+        "INSERT INTO product (id, name, price) VALUES (1, 'Café €5 Œuvre', 1.00)",
+    )
+    .await;
+    // the table gains a column while streaming: older records keep their schema, newer ones the new
+    db.exec(&shop, "ALTER TABLE product ADD COLUMN stock INT NULL")
+        .await;
+    db.exec(&shop, "INSERT INTO product (id, name, price, stock) VALUES (2, 'après', 2.00, 7); UPDATE product SET price = 3.00 WHERE id = 1").await;
+    let lines = drain_topic(&broker.bootstrap(), &topic, 3, Duration::from_secs(60)).await;
+    producer.stop().await.unwrap();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    let by_id = |id: &str, op: &str| {
+        lines
+            .iter()
+            .find(|l| l["key"]["id"] == id && l["op"] == op)
+            .unwrap()
+            .clone()
+    };
+    let c1 = by_id("1", "c");
+    assert_eq!(c1["after"]["name"], "Café €5 Œuvre");
+    assert!(
+        c1["after"].get("stock").is_none(),
+        "written before the ALTER: old shape {c1}"
+    );
+    let c2 = by_id("2", "c");
+    assert_eq!(c2["after"]["name"], "après");
+    assert_eq!(c2["after"]["stock"], 7);
+    let u1 = by_id("1", "u");
+    assert_eq!(u1["before"]["stock"], Value::Null);
+    assert_eq!(u1["after"]["price"], "3.00");
+    assert!(u1["after"].as_object().unwrap().contains_key("stock"));
+}

@@ -143,6 +143,9 @@ impl MariaDb {
             "mariadb-install-db",
             &["/usr/bin/mariadb-install-db", "/usr/bin/mysql_install_db"],
         );
+        // concurrent bootstraps collide on temporary tables: one at a time per process
+        static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
         let out = Command::new(install)
             .args([
                 "--no-defaults",
@@ -187,6 +190,7 @@ impl MariaDb {
             .arg("--bind-address=127.0.0.1")
             .arg(format!("--socket={}", d.join("sock").display()))
             .arg(format!("--pid-file={}", d.join("pid").display()))
+            .arg(format!("--tmpdir={}", d.display()))
             .arg(format!(
                 "--log-bin={}",
                 d.join("data/mariadb-bin").display()
@@ -413,6 +417,9 @@ pub async fn end_offsets(bootstrap: &str, topic: &str) -> Vec<i64> {
     .unwrap()
 }
 
+/// Group consumers one at a time: tansu 0.6.0 mishandles concurrent rebalances of several groups.
+static DRAIN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Waits until the topic holds at least `min_records`, then reads every record through the
 /// real consumer (fresh group, temp dir) and returns the JSON lines sorted by (partition, offset),
 /// data and dead-letter lines together.
@@ -422,6 +429,7 @@ pub async fn drain_topic(
     min_records: i64,
     timeout: Duration,
 ) -> Vec<serde_json::Value> {
+    let _serial = DRAIN.lock().await;
     let total = eventually(
         timeout,
         &format!("{min_records} records in {topic}"),
