@@ -433,7 +433,7 @@ impl<'a> Streamer<'a> {
                         row: i as u32,
                         sub: 0,
                     };
-                    self.emit_change(&prepared, before, after, pos, ts_ms, false)
+                    self.emit_change(&prepared, before, after, pos, ts_ms)
                         .await?;
                 }
             }
@@ -516,15 +516,14 @@ impl<'a> Streamer<'a> {
             })
     }
 
-    /// Emits one row change (insert, update, delete or snapshot read) as records.
-    pub async fn emit_change(
+    /// Emits one binlog row change (insert, update or delete) as records.
+    async fn emit_change(
         &mut self,
         p: &Prepared,
         before: Option<Vec<Datum>>,
         after: Option<Vec<Datum>>,
         pos: SourcePos,
         ts_ms: i64,
-        snapshot: bool,
     ) -> Result<()> {
         if let Some(row) = after.as_deref() {
             self.note_timestamp(p, row);
@@ -536,26 +535,23 @@ impl<'a> Streamer<'a> {
         };
         match (before, after) {
             (None, Some(a)) => {
-                let op = if snapshot { "r" } else { "c" };
                 let key = key_of(self, &a);
-                self.send(p, &key, op, None, Some(&a), pos, ts_ms, snapshot)
-                    .await
+                self.send(p, &key, "c", None, Some(&a), pos, ts_ms).await
             }
             (Some(b), None) => {
                 let key = key_of(self, &b);
-                self.send(p, &key, "d", Some(&b), None, pos, ts_ms, snapshot)
-                    .await?;
+                self.send(p, &key, "d", Some(&b), None, pos, ts_ms).await?;
                 self.send_tombstone(&key, SourcePos { sub: 1, ..pos }).await
             }
             (Some(b), Some(a)) => {
                 let old_key = key_of(self, &b);
                 let new_key = key_of(self, &a);
                 if old_key == new_key {
-                    self.send(p, &new_key, "u", Some(&b), Some(&a), pos, ts_ms, snapshot)
+                    self.send(p, &new_key, "u", Some(&b), Some(&a), pos, ts_ms)
                         .await
                 } else {
                     // the primary key changed: delete the old key, create the new one
-                    self.send(p, &old_key, "d", Some(&b), None, pos, ts_ms, snapshot)
+                    self.send(p, &old_key, "d", Some(&b), None, pos, ts_ms)
                         .await?;
                     self.send_tombstone(&old_key, SourcePos { sub: 1, ..pos })
                         .await?;
@@ -567,7 +563,6 @@ impl<'a> Streamer<'a> {
                         Some(&a),
                         SourcePos { sub: 2, ..pos },
                         ts_ms,
-                        snapshot,
                     )
                     .await
                 }
@@ -607,32 +602,19 @@ impl<'a> Streamer<'a> {
             self.stats.skipped_duplicates += 1;
             return Ok(());
         }
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let src = SourceInfo {
-            server_id: self.facts.server_id,
-            file: &self.file,
-            pos: anchor.pos,
-            row: seq,
-            gtid: self.gtid.as_deref(),
-            ts_ms,
-            snapshot: true,
-        };
-        avro::encode_envelope(
-            &mut buf,
-            &p.value,
-            &p.table,
+        self.send_envelope(
+            p,
+            &key,
+            partition,
             "r",
             None,
             Some(&row),
-            &src,
-            now_ms(),
-        );
-        let res = self
-            .produce(&key, Some(&buf), partition, anchor, Some(sort_key))
-            .await;
-        self.buf = buf;
-        res
+            anchor,
+            seq,
+            ts_ms,
+            Some(sort_key),
+        )
+        .await
     }
 
     /// Tracks the highest `--timestamp-column` value, carried into checkpoints.
@@ -687,22 +669,42 @@ impl<'a> Streamer<'a> {
         after: Option<&[Datum]>,
         pos: SourcePos,
         ts_ms: i64,
-        snapshot: bool,
     ) -> Result<()> {
         let partition = partition_for(key, self.partitions);
         if self.duplicate(partition, &pos) {
             return Ok(());
         }
+        self.send_envelope(
+            p, key, partition, op, before, after, pos, pos.row, ts_ms, None,
+        )
+        .await
+    }
+
+    /// Encodes an envelope and produces it; `snapshot_key` marks (and orders) a snapshot row.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_envelope(
+        &mut self,
+        p: &Prepared,
+        key: &[u8],
+        partition: i32,
+        op: &str,
+        before: Option<&[Datum]>,
+        after: Option<&[Datum]>,
+        pos: SourcePos,
+        source_row: u32,
+        ts_ms: i64,
+        snapshot_key: Option<SortKey>,
+    ) -> Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let src = SourceInfo {
             server_id: self.facts.server_id,
             file: &self.file,
             pos: pos.pos,
-            row: pos.row,
+            row: source_row,
             gtid: self.gtid.as_deref(),
             ts_ms,
-            snapshot,
+            snapshot: snapshot_key.is_some(),
         };
         avro::encode_envelope(
             &mut buf,
@@ -714,7 +716,9 @@ impl<'a> Streamer<'a> {
             &src,
             now_ms(),
         );
-        let res = self.produce(key, Some(&buf), partition, pos, None).await;
+        let res = self
+            .produce(key, Some(&buf), partition, pos, snapshot_key)
+            .await;
         self.buf = buf;
         res
     }

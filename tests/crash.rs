@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -12,38 +11,6 @@ use common::*;
 use mysql_async::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn spawn_producer(
-    db: &MariaDb,
-    shop: &str,
-    broker: &Broker,
-    topic: &str,
-    state: &std::path::Path,
-    log: &std::path::Path,
-) -> Guard {
-    let logf = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Guard(
-        Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
-            .env("RTIS_MYSQL_URL", db.url("rtis", shop))
-            .env("RTIS_MYSQL_PASSWORD", "rtis-pw")
-            .env("RTIS_BROKERS", broker.bootstrap())
-            .env("RTIS_TOPIC", topic)
-            .env("RTIS_PARTITIONS", "3")
-            .env("RTIS_STATE", state)
-            .env("RTIS_SERVER_ID", "7777")
-            .env("RTIS_HEARTBEAT_SECS", "1")
-            .env("RUST_LOG", "info,rdkafka=warn")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf)
-            .spawn()
-            .unwrap(),
-    )
-}
 
 /// Expected records per key, in commit order: op letters (`t` for tombstone).
 type Ledger = BTreeMap<u64, Vec<char>>;
@@ -123,7 +90,7 @@ async fn kill9_producer_during_writes_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("rtis.sqlite");
     let log = dir.path().join("producer.log");
-    let mut child = spawn_producer(&db, &shop, &broker, &topic, &state, &log);
+    let mut child = spawn_producer(&db, &shop, &broker, &topic, &state, &log, &[]);
     eventually(Duration::from_secs(60), "first checkpoint", || async {
         state.exists().then_some(())
     })
@@ -139,7 +106,7 @@ async fn kill9_producer_during_writes_loses_and_duplicates_nothing() {
             if rng.random_bool(0.5) {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
             }
-            child = spawn_producer(&db, &shop, &broker, &topic, &state, &log);
+            child = spawn_producer(&db, &shop, &broker, &topic, &state, &log, &[]);
             if i % 5 == 4 {
                 eprintln!("crash test: {} kills", i + 1);
             }

@@ -3,8 +3,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -22,40 +20,6 @@ async fn fill(db: &MariaDb, shop: &str, rows: u64) {
         ),
     )
     .await;
-}
-
-fn spawn(
-    db: &MariaDb,
-    shop: &str,
-    broker: &Broker,
-    topic: &str,
-    state: &Path,
-    log: &Path,
-    args: &[&str],
-) -> Guard {
-    let logf = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Guard(
-        Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
-            .args(args)
-            .env("RTIS_MYSQL_URL", db.url("rtis", shop))
-            .env("RTIS_MYSQL_PASSWORD", "rtis-pw")
-            .env("RTIS_BROKERS", broker.bootstrap())
-            .env("RTIS_TOPIC", topic)
-            .env("RTIS_PARTITIONS", "3")
-            .env("RTIS_STATE", state)
-            .env("RTIS_SERVER_ID", "8888")
-            .env("RTIS_HEARTBEAT_SECS", "1")
-            .env("RUST_LOG", "info,rdkafka=warn")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf)
-            .spawn()
-            .unwrap(),
-    )
 }
 
 async fn total(broker: &Broker, topic: &str) -> i64 {
@@ -231,7 +195,7 @@ async fn kill9_during_snapshot_and_at_handover_resumes_without_duplicates() {
         "10000",
     ];
     for fraction in [0.10, 0.50, 0.99, 1.0] {
-        let mut child = spawn(&db, &shop, &broker, &topic, &state, &log, &args);
+        let mut child = spawn_producer(&db, &shop, &broker, &topic, &state, &log, &args);
         let target = (rows as f64 * fraction) as i64;
         eventually(
             Duration::from_secs(180),
@@ -246,7 +210,7 @@ async fn kill9_during_snapshot_and_at_handover_resumes_without_duplicates() {
         );
     }
     let log2 = dir.path().join("producer-final.log");
-    let mut child = spawn(&db, &shop, &broker, &topic, &state, &log2, &args);
+    let mut child = spawn_producer(&db, &shop, &broker, &topic, &state, &log2, &args);
     // changes after the handover are streamed
     eventually(Duration::from_secs(60), "streaming", || async {
         std::fs::read_to_string(&log2)
@@ -354,7 +318,7 @@ async fn snapshot_only_since_emits_exactly_the_selected_rows_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("p.log");
     let since = "2024-01-01 00:10:00.000000";
-    let mut child = spawn(
+    let mut child = spawn_producer(
         &db,
         &shop,
         &broker,

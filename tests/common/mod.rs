@@ -119,6 +119,41 @@ impl Drop for Guard {
     }
 }
 
+/// Starts the `rtis-producer` binary against the test services (stderr appended to `log`).
+pub fn spawn_producer(
+    db: &MariaDb,
+    shop: &str,
+    broker: &Broker,
+    topic: &str,
+    state: &Path,
+    log: &Path,
+    args: &[&str],
+) -> Guard {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Guard(
+        Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
+            .args(args)
+            .env("RTIS_MYSQL_URL", db.url("rtis", shop))
+            .env("RTIS_MYSQL_PASSWORD", "rtis-pw")
+            .env("RTIS_BROKERS", broker.bootstrap())
+            .env("RTIS_TOPIC", topic)
+            .env("RTIS_PARTITIONS", "3")
+            .env("RTIS_STATE", state)
+            .env("RTIS_SERVER_ID", "7777")
+            .env("RTIS_HEARTBEAT_SECS", "1")
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// A private MariaDB with ROW binlog and FULL row metadata.
 pub struct MariaDb {
     pub dir: tempfile::TempDir,
