@@ -99,6 +99,8 @@ pub struct Streamer<'a> {
     gtid: Option<String>,
     in_txn: bool,
     checksum_verified: bool,
+    /// The file the stream was requested from, until the server's fake ROTATE confirms it.
+    expect_rotate_to: Option<String>,
     tables: HashMap<u64, (TableMapEvent<'static>, Arc<Prepared>)>,
     buf: Vec<u8>,
     key_buf: Vec<u8>,
@@ -111,20 +113,36 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The fake ROTATE event's file name may end with the 4 checksum bytes (mysql_async #189):
-/// keep the name up to the end of its numeric extension.
-pub fn clean_rotate_name(raw: &[u8]) -> String {
-    let s = String::from_utf8_lossy(raw);
-    match s.rfind('.') {
-        Some(dot) => {
-            let digits: String = s[dot + 1..]
-                .chars()
-                .take_while(|c| c.is_ascii_digit())
-                .collect();
-            format!("{}.{}", &s[..dot], digits)
+/// The file name of a ROTATE event body (8-byte position, then the name).
+///
+/// Before the format description arrives the reader cannot know that checksums are on, so the
+/// fake ROTATE that starts a stream keeps its 4 CRC32 bytes at the end of the name
+/// (mysql_async #189). They are stripped when they are the event's own checksum; cutting at the
+/// last digit instead fails whenever a checksum byte happens to be an ASCII digit.
+pub fn rotate_name(header: &[u8; 19], body: &[u8]) -> String {
+    let name = body.get(8..).unwrap_or_default();
+    if name.len() > 4 {
+        let (payload, sum) = body.split_at(body.len() - 4);
+        let mut h = crc32fast::Hasher::new();
+        h.update(header);
+        h.update(payload);
+        if h.finalize() == u32::from_le_bytes([sum[0], sum[1], sum[2], sum[3]]) {
+            return String::from_utf8_lossy(&name[..name.len() - 4]).into_owned();
         }
-        None => s.into_owned(),
     }
+    String::from_utf8_lossy(name).into_owned()
+}
+
+/// The 19 header bytes of an event, as they were on the wire.
+fn header_bytes(h: &mysql_async::binlog::events::BinlogEventHeader) -> [u8; 19] {
+    let mut b = [0u8; 19];
+    b[0..4].copy_from_slice(&h.timestamp().to_le_bytes());
+    b[4] = h.event_type_raw();
+    b[5..9].copy_from_slice(&h.server_id().to_le_bytes());
+    b[9..13].copy_from_slice(&h.event_size().to_le_bytes());
+    b[13..17].copy_from_slice(&h.log_pos().to_le_bytes());
+    b[17..19].copy_from_slice(&h.flags_raw().to_le_bytes());
+    b
 }
 
 /// MariaDB GTID event (type 162): seq_no u64, domain_id u32, flags u8.
@@ -185,6 +203,7 @@ impl<'a> Streamer<'a> {
             gtid: None,
             in_txn: false,
             checksum_verified: false,
+            expect_rotate_to: None,
             tables: HashMap::new(),
             buf: Vec::with_capacity(512),
             key_buf: Vec::with_capacity(32),
@@ -217,6 +236,7 @@ impl<'a> Streamer<'a> {
                 .map_err(|e| Error::mysql("preparing the replication session", e))?;
         }
         self.file = start.file.clone();
+        self.expect_rotate_to = Some(start.file.clone());
         let req = BinlogStreamRequest::new(self.server_id)
             .with_filename(start.file.as_bytes())
             .with_pos(start.pos);
@@ -341,8 +361,20 @@ impl<'a> Streamer<'a> {
         };
         match data {
             EventData::RotateEvent(r) => {
-                let name = clean_rotate_name(r.name_raw());
+                let name = if hdr.timestamp() == 0 {
+                    rotate_name(&header_bytes(&hdr), ev.data())
+                } else {
+                    String::from_utf8_lossy(r.name_raw()).into_owned()
+                };
                 let real = hdr.timestamp() != 0;
+                if let Some(expected) = self.expect_rotate_to.take().filter(|_| !real) {
+                    if name != expected {
+                        return Err(Error::Binlog {
+                            position: self.here(log_pos),
+                            msg: format!("the server starts the stream in {name:?}, not in the requested {expected:?}"),
+                        });
+                    }
+                }
                 self.file = name;
                 if real && !self.in_txn {
                     self.commit(BinlogPosition::new(self.file.clone(), r.position()), ts_ms)
@@ -782,16 +814,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fake_rotate_names_lose_their_checksum_bytes() {
-        assert_eq!(
-            clean_rotate_name(b"mariadb-bin.000003"),
-            "mariadb-bin.000003"
-        );
-        assert_eq!(
-            clean_rotate_name(b"mariadb-bin.000003\x8a\x01\x02\x33"),
-            "mariadb-bin.000003"
-        );
-        assert_eq!(clean_rotate_name(b"binlog.000012"), "binlog.000012");
+    fn fake_rotate_names_lose_exactly_their_checksum_bytes() {
+        let header = [7u8; 19];
+        for name in ["mariadb-bin.000003", "binlog.000012", "mariadb-bin.1000000"] {
+            for pos in 0..64u64 {
+                let mut body = pos.to_le_bytes().to_vec();
+                body.extend_from_slice(name.as_bytes());
+                let mut h = crc32fast::Hasher::new();
+                h.update(&header);
+                h.update(&body);
+                let plain = body.clone();
+                body.extend_from_slice(&h.finalize().to_le_bytes());
+                // whatever the checksum bytes are (digits included), the name comes back whole
+                assert_eq!(rotate_name(&header, &body), name);
+                assert_eq!(rotate_name(&header, &plain), name);
+            }
+        }
     }
 
     #[test]

@@ -116,6 +116,23 @@ async fn kill9_producer_during_writes_loses_and_duplicates_nothing() {
     let (ledger, ()) = tokio::join!(workload(&db, &shop, seed, &stop), killer);
     let expected: usize = ledger.values().map(Vec::len).sum();
     eprintln!("crash test: workload done, {expected} records expected");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while end_offsets(&broker.bootstrap(), &topic)
+        .await
+        .iter()
+        .sum::<i64>()
+        < expected as i64
+    {
+        if std::time::Instant::now() > deadline {
+            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = log_text.lines().rev().take(40).collect();
+            panic!(
+                "the producer did not catch up (seed {seed}); log tail:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let lines = drain_topic(
         &broker.bootstrap(),
         &topic,
