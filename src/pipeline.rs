@@ -55,10 +55,14 @@ async fn run_inner(cfg: &ProducerConfig, mut stop: watch::Receiver<bool>) -> Res
     ensure_topics(cfg).await?;
 
     let path = cfg.state.clone();
-    let store = tokio::task::spawn_blocking(move || CheckpointStore::open(&path))
-        .await
-        .expect("open checkpoint store")?;
-    let mut checkpoint = store.load()?;
+    // SQLite stays off the async workers
+    let (store, mut checkpoint) = tokio::task::spawn_blocking(move || {
+        let store = CheckpointStore::open(&path)?;
+        let checkpoint = store.load()?;
+        Ok::<_, Error>((store, checkpoint))
+    })
+    .await
+    .expect("open checkpoint store")?;
     let writer = CheckpointWriter::spawn(store);
     let (last_tx, last_rx) = watch::channel(checkpoint.clone());
     let mut published = HashSet::new();
@@ -98,8 +102,8 @@ async fn run_inner(cfg: &ProducerConfig, mut stop: watch::Receiver<bool>) -> Res
             Err(e) => break Err(e),
         }
     };
-    let store = writer.finish().await?;
-    if let Some(cp) = store.load()? {
+    writer.finish().await?;
+    if let Some(cp) = last_rx.borrow().as_ref() {
         tracing::info!(position = %cp.position, gtid = ?cp.gtid, "checkpoint on exit");
     }
     result

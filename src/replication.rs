@@ -539,13 +539,7 @@ impl<'a> Streamer<'a> {
             last_updated_us: self.last_updated_us,
             snapshot: None,
         };
-        self.acks
-            .send(Ack::Commit(cp))
-            .await
-            .map_err(|_| Error::StreamLost {
-                position: self.file.clone(),
-                msg: "the delivery tracker stopped".into(),
-            })
+        self.checkpoint(cp).await
     }
 
     /// Emits one binlog row change (insert, update or delete) as records.
