@@ -44,8 +44,9 @@ pub enum Error {
     #[error(
         "the checkpoint in {state} says to resume from {position}, but the server no longer has \
          that binlog file (purged; oldest is {oldest}). Changes in between are lost to the binlog. \
-         Recover with `rtis-producer reset --state {state} --snapshot` and restart (re-snapshots), \
-         or start with `--snapshot when-needed`"
+         Recover by restarting with `--snapshot when-needed` (re-selects rows changed since the \
+         checkpoint; deletes in the gap are not seen), or move {state} aside to start over with a \
+         full snapshot"
     )]
     BinlogPurged {
         state: String,
