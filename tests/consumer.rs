@@ -134,14 +134,7 @@ async fn env() -> Env {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_consumer_repeatedly_writes_every_record_exactly_once() {
     let _serial = ONE_GROUP_AT_A_TIME.lock().await;
-    let iterations: usize = std::env::var("RTIS_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("RTIS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
+    let (iterations, seed) = crash_params();
     eprintln!("consumer kill test: seed {seed}, {iterations} kills");
     let e = env().await;
     let out = tempfile::tempdir().unwrap();
@@ -169,13 +162,12 @@ async fn kill9_consumer_repeatedly_writes_every_record_exactly_once() {
     };
     let (writes, ()) = tokio::join!(write_workload(&e.db, &e.shop, seed, &stop), killer);
     // let the last consumer catch up with everything the producer sent
-    let total = eventually(Duration::from_secs(60), "producer caught up", || async {
-        let s: i64 = end_offsets(&e.broker.bootstrap(), &e.topic)
-            .await
-            .iter()
-            .sum();
-        (s >= writes as i64).then_some(s)
-    })
+    let total = records_at_least(
+        &e.broker.bootstrap(),
+        &e.topic,
+        writes as i64,
+        Duration::from_secs(60),
+    )
     .await;
     eventually(Duration::from_secs(90), "consumer caught up", || async {
         (read_lines(out.path()).len() as i64 >= total).then_some(())
@@ -218,13 +210,12 @@ async fn two_consumers_share_partitions_and_a_replacement_takes_over_after_kill9
         stop.store(true, Ordering::SeqCst);
     };
     let (writes, ()) = tokio::join!(write_workload(&e.db, &e.shop, 7, &stop), killer);
-    let total = eventually(Duration::from_secs(60), "producer caught up", || async {
-        let s: i64 = end_offsets(&e.broker.bootstrap(), &e.topic)
-            .await
-            .iter()
-            .sum();
-        (s >= writes as i64).then_some(s)
-    })
+    let total = records_at_least(
+        &e.broker.bootstrap(),
+        &e.topic,
+        writes as i64,
+        Duration::from_secs(60),
+    )
     .await;
     eventually(Duration::from_secs(90), "group caught up", || async {
         (read_lines(out.path()).len() as i64 >= total).then_some(())

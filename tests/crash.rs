@@ -74,14 +74,7 @@ async fn workload(db: &MariaDb, shop: &str, seed: u64, stop: &AtomicBool) -> Led
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_producer_during_writes_loses_and_duplicates_nothing() {
-    let iterations: usize = std::env::var("RTIS_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("RTIS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
+    let (iterations, seed) = crash_params();
     eprintln!("crash test: seed {seed} (replay with RTIS_SEED={seed}), {iterations} kills");
     let db = MariaDb::start();
     let broker = Broker::start();

@@ -427,6 +427,29 @@ impl Drop for Broker {
     }
 }
 
+/// Kill count and random seed of the crash tests: `RTIS_CRASH_ITERATIONS` (default 20) and
+/// `RTIS_SEED` (default random; printed so a failing run can be replayed).
+pub fn crash_params() -> (usize, u64) {
+    let iterations = std::env::var("RTIS_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed = std::env::var("RTIS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random);
+    (iterations, seed)
+}
+
+/// Waits until `topic` holds at least `min` records; returns how many it holds.
+pub async fn records_at_least(bootstrap: &str, topic: &str, min: i64, timeout: Duration) -> i64 {
+    eventually(timeout, &format!("{min} records in {topic}"), || async {
+        let s: i64 = end_offsets(bootstrap, topic).await.iter().sum();
+        (s >= min).then_some(s)
+    })
+    .await
+}
+
 /// End offsets (high watermarks) of every partition of `topic`.
 pub async fn end_offsets(bootstrap: &str, topic: &str) -> Vec<i64> {
     let (bs, t) = (bootstrap.to_string(), topic.to_string());
@@ -465,15 +488,7 @@ pub async fn drain_topic(
     timeout: Duration,
 ) -> Vec<serde_json::Value> {
     let _serial = DRAIN.lock().await;
-    let total = eventually(
-        timeout,
-        &format!("{min_records} records in {topic}"),
-        || async {
-            let s: i64 = end_offsets(bootstrap, topic).await.iter().sum();
-            (s >= min_records).then_some(s)
-        },
-    )
-    .await;
+    let total = records_at_least(bootstrap, topic, min_records, timeout).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = consumer_config(bootstrap, topic, &unique("drain"), dir.path());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
