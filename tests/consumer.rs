@@ -99,6 +99,25 @@ async fn write_workload(db: &MariaDb, shop: &str, seed: u64, stop: &AtomicBool) 
     n
 }
 
+/// Waits until the producer sent what the workload wrote and the consumer files hold all of it;
+/// returns the number of records in the topic.
+async fn caught_up(e: &Env, out: &Path, writes: usize) -> i64 {
+    let total = records_at_least(
+        &e.broker.bootstrap(),
+        &e.topic,
+        writes as i64,
+        Duration::from_secs(60),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(90),
+        "consumer files caught up",
+        || async { (read_lines(out).len() as i64 >= total).then_some(()) },
+    )
+    .await;
+    total
+}
+
 struct Env {
     db: MariaDb,
     broker: Broker,
@@ -115,12 +134,8 @@ async fn env() -> Env {
     let topic = unique("cons");
     let state = tempfile::tempdir().unwrap();
     let path = state.path().join("rtis.sqlite");
-    let producer = InProcess::start(producer_config(&db, &shop, &broker, &topic, &path));
-    eventually(Duration::from_secs(60), "producer checkpoint", || async {
-        path.exists().then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let producer =
+        InProcess::start_streaming(producer_config(&db, &shop, &broker, &topic, &path)).await;
     Env {
         db,
         broker,
@@ -162,17 +177,7 @@ async fn kill9_consumer_repeatedly_writes_every_record_exactly_once() {
     };
     let (writes, ()) = tokio::join!(write_workload(&e.db, &e.shop, seed, &stop), killer);
     // let the last consumer catch up with everything the producer sent
-    let total = records_at_least(
-        &e.broker.bootstrap(),
-        &e.topic,
-        writes as i64,
-        Duration::from_secs(60),
-    )
-    .await;
-    eventually(Duration::from_secs(90), "consumer caught up", || async {
-        (read_lines(out.path()).len() as i64 >= total).then_some(())
-    })
-    .await;
+    let total = caught_up(&e, out.path(), writes).await;
     child.kill9();
     let lines = assert_exactly_once(&e.broker, &e.topic, out.path()).await;
     assert_eq!(lines.len() as i64, total);
@@ -210,17 +215,7 @@ async fn two_consumers_share_partitions_and_a_replacement_takes_over_after_kill9
         stop.store(true, Ordering::SeqCst);
     };
     let (writes, ()) = tokio::join!(write_workload(&e.db, &e.shop, 7, &stop), killer);
-    let total = records_at_least(
-        &e.broker.bootstrap(),
-        &e.topic,
-        writes as i64,
-        Duration::from_secs(60),
-    )
-    .await;
-    eventually(Duration::from_secs(90), "group caught up", || async {
-        (read_lines(out.path()).len() as i64 >= total).then_some(())
-    })
-    .await;
+    caught_up(&e, out.path(), writes).await;
     for mut m in [Some(a), c].into_iter().flatten() {
         m.kill9();
     }

@@ -122,21 +122,14 @@ async fn sql_in_records_out() {
     let state = tempfile::tempdir().unwrap();
     // the server's own zone is not UTC either
     db.exec("", "SET GLOBAL time_zone = '+02:00'").await;
-    let producer = InProcess::start(producer_config(
+    let producer = InProcess::start_streaming(producer_config(
         &db,
         &shop,
         &broker,
         &topic,
         &state.path().join("rtis.sqlite"),
-    ));
-    // wait until the producer streams (its checkpoint exists) before writing
-    eventually(Duration::from_secs(60), "producer start", || async {
-        (end_offsets(&broker.bootstrap(), &topic).await.len() == 3
-            && state.path().join("rtis.sqlite").exists())
-        .then_some(())
-    })
+    ))
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let cases = cases();
     let mut expected = 0;
@@ -228,18 +221,14 @@ async fn latin1_text_and_schema_changes_while_streaming() {
     .await;
     let topic = unique("latin1");
     let state = tempfile::tempdir().unwrap();
-    let producer = InProcess::start(producer_config(
+    let producer = InProcess::start_streaming(producer_config(
         &db,
         &shop,
         &broker,
         &topic,
         &state.path().join("rtis.sqlite"),
-    ));
-    eventually(Duration::from_secs(60), "producer start", || async {
-        state.path().join("rtis.sqlite").exists().then_some(())
-    })
+    ))
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     // the client sends utf8mb4; the server stores cp1252 bytes (é = E9, € = 80) in the latin1 column
     db.exec(
         &shop,

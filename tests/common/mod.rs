@@ -597,6 +597,19 @@ impl InProcess {
         }
     }
 
+    /// Starts the producer and waits until it streams: its topic exists and its first checkpoint
+    /// is on disk, plus a moment for the binlog connection.
+    pub async fn start_streaming(cfg: rtis::config::ProducerConfig) -> Self {
+        let (bootstrap, topic, state) = (cfg.brokers.clone(), cfg.topic.clone(), cfg.state.clone());
+        let p = Self::start(cfg);
+        eventually(Duration::from_secs(60), "producer start", || async {
+            (!end_offsets(&bootstrap, &topic).await.is_empty() && state.exists()).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        p
+    }
+
     pub async fn stop(mut self) -> rtis::Result<()> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
