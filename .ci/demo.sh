@@ -46,7 +46,8 @@ sql shop < sql/03-grants.sql
 echo "== rtis-producer and rtis-consumer"
 export RTIS_MYSQL_URL="mysql://rtis@127.0.0.1:$DB_PORT/shop" RTIS_MYSQL_PASSWORD=change-me \
   RTIS_BROKERS="127.0.0.1:$KAFKA_PORT" RTIS_TOPIC=product_updates
-$BIN/rtis-producer --partitions 3 --state "$DEMO/rtis.sqlite" 2>"$DEMO/producer.log" &
+METRICS_PORT=$(free_port)
+$BIN/rtis-producer --partitions 3 --state "$DEMO/rtis.sqlite" --metrics-addr "127.0.0.1:$METRICS_PORT" 2>"$DEMO/producer.log" &
 pids+=($!)
 for _ in $(seq 300); do grep -q "streaming binlog" "$DEMO/producer.log" && break; sleep 0.2; done
 grep -q "streaming binlog" "$DEMO/producer.log" || { cat "$DEMO/producer.log"; exit 1; }
@@ -69,3 +70,9 @@ for f in "$DEMO"/out/product_updates-*.jsonl; do
 done
 echo "== $n records (expected $want)"
 [ "$n" -ge "$want" ]
+sleep 3   # a source heartbeat (2 s) tells the producer it is caught up
+echo "== rtis-producer status --state $DEMO/rtis.sqlite (read while the producer runs)"
+$BIN/rtis-producer status --state "$DEMO/rtis.sqlite"
+echo "== metrics: curl -s 127.0.0.1:$METRICS_PORT/metrics | grep -v '^#'"
+python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode(), end="")' \
+  "http://127.0.0.1:$METRICS_PORT/metrics" | grep -v '^#'

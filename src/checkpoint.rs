@@ -2,8 +2,11 @@
 //!
 //! One row: the binlog position (and GTID) after the last transaction whose records were all
 //! acknowledged by the broker, the commit time of that transaction and the highest
-//! `last_updated` value acknowledged. The file is opened in exclusive locking mode, so a second
-//! producer on the same file fails at start instead of interleaving checkpoints.
+//! `last_updated` value acknowledged. A running producer holds an exclusive `flock` on the file,
+//! so a second producer (or a `reset`) on the same file fails at start instead of interleaving
+//! checkpoints; the lock dies with the process, also on kill -9. The database is in WAL mode with
+//! `synchronous=FULL`: a commit is durable when `save` returns, and `rtis-producer status` can
+//! read it while the producer runs.
 //!
 //! Writes never run on the async runtime's workers: [`CheckpointWriter`] owns the connection on
 //! a dedicated thread and is fed through a `watch` channel, which coalesces checkpoints that
@@ -78,8 +81,42 @@ impl std::str::FromStr for SortKey {
 
 /// The SQLite file holding the checkpoint.
 pub struct CheckpointStore {
+    // dropped before `_lock`: closing the lock's descriptor first would drop SQLite's POSIX locks
     conn: Connection,
     path: PathBuf,
+    _lock: std::fs::File,
+}
+
+/// What `rtis-producer status` shows: the checkpoint, when it was written, whether a producer
+/// holds the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub checkpoint: Option<Checkpoint>,
+    pub written_at_ms: Option<i64>,
+    pub locked: bool,
+}
+
+/// Takes the exclusive, non-blocking `flock` that marks the file as in use by a producer.
+fn try_lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    // SAFETY: flock on a valid, owned descriptor
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        Ok(Some(file))
+    } else {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(e)
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -104,6 +141,15 @@ impl CheckpointStore {
                 ))
             })?;
         }
+        let lock = try_lock(path)
+            .map_err(|e| {
+                err(format!(
+                    "cannot open: {e} (check --state and its permissions)"
+                ))
+            })?
+            .ok_or_else(|| {
+                err("locked by another running rtis-producer; use a separate --state file per producer".into())
+            })?;
         let conn = Connection::open(path).map_err(|e| {
             err(format!(
                 "cannot open: {e} (check --state and its permissions)"
@@ -129,14 +175,12 @@ impl CheckpointStore {
                 err(format!("{e}"))
             }
         };
-        conn.busy_timeout(std::time::Duration::from_millis(0))
+        // a `status` reader may hold SQLite's lock for a moment
+        conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(locked)?;
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(locked)?;
         conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(locked)?;
-        // take the exclusive lock now, and hold it for the connection's life
-        conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")
             .map_err(locked)?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -165,7 +209,75 @@ impl CheckpointStore {
         Ok(Self {
             conn,
             path: path.to_path_buf(),
+            _lock: lock,
         })
+    }
+
+    /// Reads the checkpoint without taking the producer's lock (for `status`). Blocking.
+    pub fn inspect(path: &Path) -> Result<Status> {
+        let err = |msg: String| Error::State {
+            path: path.to_path_buf(),
+            msg,
+        };
+        if !path.is_file() {
+            return Err(err(
+                "no such file (check --state; a producer creates it on its first start)".into(),
+            ));
+        }
+        // probe the lock on a descriptor closed before SQLite opens the file
+        let locked = try_lock(path)
+            .map_err(|e| err(format!("cannot open: {e}")))?
+            .is_none();
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| err(format!("cannot open: {e}")))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| err(e.to_string()))?;
+        let has_table: bool =
+            conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'checkpoint'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| {
+                err(format!(
+                    "not a readable rtis checkpoint ({e}); it may be corrupt"
+                ))
+            })? > 0;
+        if !has_table {
+            return Ok(Status {
+                checkpoint: None,
+                written_at_ms: None,
+                locked,
+            });
+        }
+        let written_at_ms = conn
+            .query_row(
+                "SELECT written_at_ms FROM checkpoint WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| err(format!("cannot read the checkpoint: {e}")))?;
+        let checkpoint = load_from(&conn, path)?;
+        Ok(Status {
+            checkpoint,
+            written_at_ms,
+            locked,
+        })
+    }
+
+    /// Removes the checkpoint: the next start behaves like a first start (`--snapshot`).
+    pub fn clear(&self) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM checkpoint", [])
+            .map(|_| ())
+            .map_err(|e| Error::State {
+                path: self.path.clone(),
+                msg: format!("cannot clear the checkpoint: {e}"),
+            })
     }
 
     pub fn path(&self) -> &Path {
@@ -173,47 +285,7 @@ impl CheckpointStore {
     }
 
     pub fn load(&self) -> Result<Option<Checkpoint>> {
-        self.conn
-            .query_row(
-                "SELECT binlog_file, binlog_pos, gtid, last_commit_ts_ms, last_updated_us,
-                        snapshot_since_us, snapshot_cursor, snapshot_rows, snapshot_only
-                 FROM checkpoint WHERE id = 1",
-                [],
-                |r| {
-                    let rows: Option<i64> = r.get(7)?;
-                    let cursor: Option<String> = r.get(6)?;
-                    let cursor = match cursor {
-                        Some(c) => Some(c.parse::<SortKey>().map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(
-                                6,
-                                rusqlite::types::Type::Text,
-                                e.into(),
-                            )
-                        })?),
-                        None => None,
-                    };
-                    Ok(Checkpoint {
-                        position: BinlogPosition::new(
-                            r.get::<_, String>(0)?,
-                            r.get::<_, i64>(1)? as u64,
-                        ),
-                        gtid: r.get(2)?,
-                        last_commit_ts_ms: r.get(3)?,
-                        last_updated_us: r.get(4)?,
-                        snapshot: rows.map(|rows| SnapshotState {
-                            since_us: r.get(5).ok().flatten(),
-                            cursor,
-                            rows: rows as u64,
-                            only: r.get::<_, Option<i64>>(8).ok().flatten().unwrap_or(0) != 0,
-                        }),
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| Error::State {
-                path: self.path.clone(),
-                msg: format!("cannot read the checkpoint: {e}"),
-            })
+        load_from(&self.conn, &self.path)
     }
 
     pub fn save(&self, cp: &Checkpoint) -> Result<()> {
@@ -246,6 +318,46 @@ impl CheckpointStore {
     }
 }
 
+fn load_from(conn: &Connection, path: &Path) -> Result<Option<Checkpoint>> {
+    conn.query_row(
+        "SELECT binlog_file, binlog_pos, gtid, last_commit_ts_ms, last_updated_us,
+                        snapshot_since_us, snapshot_cursor, snapshot_rows, snapshot_only
+                 FROM checkpoint WHERE id = 1",
+        [],
+        |r| {
+            let rows: Option<i64> = r.get(7)?;
+            let cursor: Option<String> = r.get(6)?;
+            let cursor = match cursor {
+                Some(c) => Some(c.parse::<SortKey>().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        6,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })?),
+                None => None,
+            };
+            Ok(Checkpoint {
+                position: BinlogPosition::new(r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64),
+                gtid: r.get(2)?,
+                last_commit_ts_ms: r.get(3)?,
+                last_updated_us: r.get(4)?,
+                snapshot: rows.map(|rows| SnapshotState {
+                    since_us: r.get(5).ok().flatten(),
+                    cursor,
+                    rows: rows as u64,
+                    only: r.get::<_, Option<i64>>(8).ok().flatten().unwrap_or(0) != 0,
+                }),
+            })
+        },
+    )
+    .optional()
+    .map_err(|e| Error::State {
+        path: path.to_path_buf(),
+        msg: format!("cannot read the checkpoint: {e}"),
+    })
+}
+
 /// Writes checkpoints on a dedicated thread, latest value wins.
 pub struct CheckpointWriter {
     tx: watch::Sender<Option<Checkpoint>>,
@@ -254,6 +366,14 @@ pub struct CheckpointWriter {
 
 impl CheckpointWriter {
     pub fn spawn(store: CheckpointStore) -> Self {
+        Self::spawn_observed(store, |_| {})
+    }
+
+    /// Like [`spawn`](Self::spawn); `written` is called after each durable write.
+    pub fn spawn_observed(
+        store: CheckpointStore,
+        on_written: impl Fn(&Checkpoint) + Send + 'static,
+    ) -> Self {
         let (tx, mut rx) = watch::channel(None::<Checkpoint>);
         let thread = std::thread::Builder::new()
             .name("rtis-checkpoint".into())
@@ -268,6 +388,7 @@ impl CheckpointWriter {
                     if let Some(cp) = cp {
                         if written.as_ref() != Some(&cp) {
                             store.save(&cp)?;
+                            on_written(&cp);
                             tracing::debug!(position = %cp.position, "checkpoint written");
                             written = Some(cp);
                         }
@@ -353,6 +474,30 @@ mod tests {
         drop(store);
         let again = CheckpointStore::open(&path).unwrap();
         assert_eq!(again.load().unwrap(), Some(cp(200)));
+    }
+
+    #[test]
+    fn inspect_reads_while_locked_and_clear_forgets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rtis.sqlite");
+        let e = CheckpointStore::inspect(&path).unwrap_err();
+        assert!(e.to_string().contains("no such file"), "{e}");
+        let store = CheckpointStore::open(&path).unwrap();
+        let st = CheckpointStore::inspect(&path).unwrap();
+        assert_eq!((st.checkpoint, st.locked), (None, true));
+        store.save(&cp(100)).unwrap();
+        let st = CheckpointStore::inspect(&path).unwrap();
+        assert_eq!(st.checkpoint, Some(cp(100)));
+        assert!(st.locked && st.written_at_ms.is_some());
+        // inspecting must not break the producer's hold on the file
+        store.save(&cp(102)).unwrap();
+        assert!(CheckpointStore::open(&path).is_err(), "still locked");
+        drop(store);
+        let st = CheckpointStore::inspect(&path).unwrap();
+        assert_eq!((st.checkpoint, st.locked), (Some(cp(102)), false));
+        let store = CheckpointStore::open(&path).unwrap();
+        store.clear().unwrap();
+        assert_eq!(store.load().unwrap(), None);
     }
 
     #[test]

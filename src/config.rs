@@ -93,6 +93,7 @@ pub struct ProducerConfig {
     /// ssl.ca.location=/etc/ca.pem, sasl.mechanism=SCRAM-SHA-512).
     #[arg(
         long = "kafka-option",
+        value_name = "KEY=VALUE",
         env = "RTIS_KAFKA_OPTIONS",
         value_delimiter = ';'
     )]
@@ -122,6 +123,16 @@ pub struct ProducerConfig {
     /// Log format.
     #[arg(long, env = "RTIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187). Off by default.
+    #[arg(long, env = "RTIS_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+
+    /// TOML file with any of these settings (keys are the flag names, e.g. `mysql-url`,
+    /// `brokers`, `kafka-option = ["k=v"]`). Flags and env vars override it; unknown keys are an
+    /// error.
+    #[arg(long = "config", env = "RTIS_CONFIG")]
+    pub config_file: Option<PathBuf>,
 }
 
 /// Settings of `rtis-consumer`.
@@ -146,6 +157,7 @@ pub struct ConsumerConfig {
     /// Extra librdkafka setting KEY=VALUE, repeatable.
     #[arg(
         long = "kafka-option",
+        value_name = "KEY=VALUE",
         env = "RTIS_KAFKA_OPTIONS",
         value_delimiter = ';'
     )]
@@ -154,6 +166,15 @@ pub struct ConsumerConfig {
     /// Log format.
     #[arg(long, env = "RTIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9188). Off by default.
+    #[arg(long, env = "RTIS_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+
+    /// TOML file with any of these settings (keys are the flag names). Flags and env vars
+    /// override it; unknown keys are an error.
+    #[arg(long = "config", env = "RTIS_CONFIG")]
+    pub config_file: Option<PathBuf>,
 }
 
 impl ProducerConfig {
@@ -242,9 +263,174 @@ pub fn kafka_client_config(brokers: &str, extra: &[String]) -> Result<ClientConf
     Ok(cfg)
 }
 
+/// Why command-line parsing stopped.
+#[derive(Debug)]
+pub enum ParseError {
+    /// clap's own outcome (bad flag, `--help`, `--version`): print it the clap way.
+    Clap(clap::Error),
+    /// The config file is missing, malformed or has unknown keys.
+    Config(Error),
+}
+
+/// Parses `args` (program name first) into `T`, with the settings of a `--config` file (or
+/// `RTIS_CONFIG`) as defaults: flags and env vars override the file, the file overrides the
+/// built-in defaults.
+pub fn try_parse_args<T: clap::Parser>(
+    args: Vec<std::ffi::OsString>,
+) -> std::result::Result<T, ParseError> {
+    let cmd = apply_config_file(T::command(), &args).map_err(ParseError::Config)?;
+    let matches = cmd.try_get_matches_from(args).map_err(ParseError::Clap)?;
+    T::from_arg_matches(&matches).map_err(ParseError::Clap)
+}
+
+/// [`try_parse_args`] on the process's arguments; prints the error and exits on failure.
+pub fn parse_args<T: clap::Parser>(bin: &str) -> T {
+    match try_parse_args(std::env::args_os().collect()) {
+        Ok(t) => t,
+        Err(ParseError::Clap(e)) => e.exit(),
+        Err(ParseError::Config(e)) => {
+            eprintln!("{bin}: error: {e}");
+            std::process::exit(2)
+        }
+    }
+}
+
+/// The `--config` path from the arguments, else from `RTIS_CONFIG`.
+fn config_path(args: &[std::ffi::OsString]) -> Option<PathBuf> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(p));
+        }
+    }
+    std::env::var_os("RTIS_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Makes every key of the TOML config file the default of the flag of the same name.
+fn apply_config_file(mut cmd: clap::Command, args: &[std::ffi::OsString]) -> Result<clap::Command> {
+    let Some(path) = config_path(args) else {
+        return Ok(cmd);
+    };
+    let err = |msg: String| Error::Config(format!("--config {}: {msg}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| err(format!("cannot read the file: {e}")))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| err(format!("not valid TOML: {e}")))?;
+    let known: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .filter(|l| !matches!(l.as_str(), "config" | "help" | "version"))
+        .collect();
+    for (key, value) in table {
+        let flag = key.replace('_', "-");
+        if !known.contains(&flag) {
+            return Err(err(format!(
+                "unknown key `{key}`; expected one of: {}",
+                known.join(", ")
+            )));
+        }
+        let scalar = |v: &toml::Value| -> Result<String> {
+            match v {
+                toml::Value::String(s) => Ok(s.clone()),
+                toml::Value::Integer(i) => Ok(i.to_string()),
+                toml::Value::Float(f) => Ok(f.to_string()),
+                toml::Value::Boolean(b) => Ok(b.to_string()),
+                toml::Value::Datetime(d) => Ok(d.to_string()),
+                other => Err(err(format!(
+                    "key `{key}`: expected a string, number or boolean, found {}",
+                    other.type_str()
+                ))),
+            }
+        };
+        let values: Vec<String> = match &value {
+            toml::Value::Array(items) => items.iter().map(scalar).collect::<Result<_>>()?,
+            v => vec![scalar(v)?],
+        };
+        let id = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag.as_str()))
+            .map(|a| a.get_id().clone())
+            .expect("known flag");
+        cmd = cmd.mut_arg(id, |a| a.default_values(values).required(false));
+    }
+    Ok(cmd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser, Debug)]
+    struct P {
+        #[command(flatten)]
+        c: ProducerConfig,
+    }
+
+    fn parse(file: &str, flags: &[&str]) -> std::result::Result<ProducerConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rtis.toml");
+        std::fs::write(&path, file).unwrap();
+        let mut args: Vec<std::ffi::OsString> = vec!["rtis-producer".into()];
+        args.push(format!("--config={}", path.display()).into());
+        args.extend(flags.iter().map(Into::into));
+        try_parse_args::<P>(args).map(|p| p.c).map_err(|e| match e {
+            ParseError::Clap(e) => e.to_string(),
+            ParseError::Config(e) => e.to_string(),
+        })
+    }
+
+    #[test]
+    fn config_file_sets_defaults_that_flags_override() {
+        let c = parse(
+            "mysql-url = \"mysql://rtis@db:3306/shop\"\ntopic = \"from_file\"\nbrokers = \"k1:9092\"\n\
+             snapshot_chunk = 77\nsnapshot = \"never\"\nkafka-option = [\"a=b\", \"c=d\"]\n",
+            &["--topic", "from_flag"],
+        )
+        .unwrap();
+        assert_eq!(
+            c.mysql_url, "mysql://rtis@db:3306/shop",
+            "required flag from the file"
+        );
+        assert_eq!(c.topic, "from_flag", "a flag beats the file");
+        assert_eq!(c.brokers, "k1:9092");
+        assert_eq!(c.snapshot_chunk, 77, "snake_case keys work too");
+        assert_eq!(c.snapshot, SnapshotMode::Never);
+        assert_eq!(c.kafka_options, vec!["a=b".to_string(), "c=d".to_string()]);
+        assert_eq!(c.table, "product", "built-in default when neither sets it");
+    }
+
+    #[test]
+    fn config_file_errors_name_the_file_and_the_key() {
+        let e = parse("mysql-url = \"x\"\nbrokerz = \"k\"\n", &[]).unwrap_err();
+        assert!(
+            e.contains("rtis.toml") && e.contains("unknown key `brokerz`") && e.contains("brokers"),
+            "{e}"
+        );
+        let e = parse("mysql-url = ", &[]).unwrap_err();
+        assert!(e.contains("not valid TOML"), "{e}");
+        let e = parse("[mysql-url]\nx = 1\n", &[]).unwrap_err();
+        assert!(
+            e.contains("expected a string, number or boolean, found table"),
+            "{e}"
+        );
+        let e = parse("snapshot-chunk = \"many\"\nmysql-url = \"x\"\n", &[]).unwrap_err();
+        assert!(e.contains("many"), "a bad value is clap's error: {e}");
+        let e = parse("topic = \"t\"\n", &[]).unwrap_err();
+        assert!(
+            e.contains("--mysql-url"),
+            "still required when the file lacks it: {e}"
+        );
+    }
 
     #[test]
     fn kafka_options_must_be_key_value() {

@@ -31,9 +31,12 @@ use serde_json::{json, Value as Json};
 use crate::avro::{fingerprint_hex, split_single_object, WriterSchema};
 use crate::config::{kafka_client_config, ConsumerConfig};
 use crate::error::{chain, Error, Result};
+use crate::metrics::ConsumerMetrics;
 
 const BATCH: usize = 1000;
 const BATCH_WAIT: Duration = Duration::from_millis(50);
+/// How often the lag gauges are refreshed from the broker's high watermarks.
+const LAG_REFRESH: Duration = Duration::from_secs(5);
 
 /// Data file and dead-letter file of one partition, locked while owned.
 struct PartitionFiles {
@@ -42,6 +45,9 @@ struct PartitionFiles {
     next_offset: Option<i64>,
     pending: Vec<u8>,
     pending_dead: Vec<u8>,
+    /// Lines in `pending` / `pending_dead` (metrics).
+    pending_n: u64,
+    pending_dead_n: u64,
     dirty: bool,
 }
 
@@ -116,6 +122,7 @@ struct Ctx {
     files: Mutex<HashMap<i32, PartitionFiles>>,
     failure: Mutex<Option<Error>>,
     stop: Arc<AtomicBool>,
+    metrics: Arc<ConsumerMetrics>,
 }
 
 impl Ctx {
@@ -136,6 +143,8 @@ impl Ctx {
             next_offset,
             pending: Vec::new(),
             pending_dead: Vec::new(),
+            pending_n: 0,
+            pending_dead_n: 0,
             dirty: false,
         })
     }
@@ -166,6 +175,9 @@ impl Ctx {
                     .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
                 buf.clear();
             }
+            self.metrics.written(*p, std::mem::take(&mut f.pending_n));
+            self.metrics
+                .dead_lettered(*p, std::mem::take(&mut f.pending_dead_n));
             f.dirty = false;
             if let Some(next) = f.next_offset {
                 let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(next));
@@ -332,7 +344,11 @@ fn dead_line(m: &BorrowedMessage<'_>, error: &str) -> Json {
 }
 
 /// Runs the consumer on the calling thread until `stop` is set. Blocking.
-pub fn run_blocking(cfg: ConsumerConfig, stop: Arc<AtomicBool>) -> Result<()> {
+pub fn run_blocking(
+    cfg: ConsumerConfig,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<ConsumerMetrics>,
+) -> Result<()> {
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| {
         Error::io(
             format!("--out-dir: cannot create {}", cfg.out_dir.display()),
@@ -345,6 +361,7 @@ pub fn run_blocking(cfg: ConsumerConfig, stop: Arc<AtomicBool>) -> Result<()> {
         files: Mutex::new(HashMap::new()),
         failure: Mutex::new(None),
         stop: stop.clone(),
+        metrics,
     };
     let mut kcfg = kafka_client_config(&cfg.brokers, &cfg.kafka_options)?;
     for (k, v) in [
@@ -383,7 +400,12 @@ pub fn run_blocking(cfg: ConsumerConfig, stop: Arc<AtomicBool>) -> Result<()> {
     tracing::info!(topic = %cfg.topic, group = %cfg.group, dir = %cfg.out_dir.display(), "consuming");
     let mut batch = 0usize;
     let mut batch_started = Instant::now();
+    let mut lag_checked = Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        if lag_checked.elapsed() >= LAG_REFRESH {
+            refresh_lag(&consumer, &cfg.topic);
+            lag_checked = Instant::now();
+        }
         let timeout = if batch == 0 {
             Duration::from_millis(200)
         } else {
@@ -404,6 +426,7 @@ pub fn run_blocking(cfg: ConsumerConfig, stop: Arc<AtomicBool>) -> Result<()> {
                                 Ok(line) => {
                                     serde_json::to_writer(&mut f.pending, &line).expect("json");
                                     f.pending.push(b'\n');
+                                    f.pending_n += 1;
                                 }
                                 Err(err) => {
                                     tracing::warn!(partition = p, offset = m.offset(), error = %err, "dead-lettering an undecodable record");
@@ -413,6 +436,7 @@ pub fn run_blocking(cfg: ConsumerConfig, stop: Arc<AtomicBool>) -> Result<()> {
                                     )
                                     .expect("json");
                                     f.pending_dead.push(b'\n');
+                                    f.pending_dead_n += 1;
                                 }
                             }
                             f.next_offset = Some(m.offset() + 1);
@@ -451,20 +475,55 @@ pub fn run_blocking(cfg: ConsumerConfig, stop: Arc<AtomicBool>) -> Result<()> {
     }
 }
 
+/// Sets the lag gauge of every assigned partition (high watermark − next offset to write).
+fn refresh_lag(consumer: &BaseConsumer<Ctx>, topic: &str) {
+    let next: Vec<(i32, Option<i64>)> = consumer
+        .context()
+        .files
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(p, f)| (*p, f.next_offset))
+        .collect();
+    for (p, next) in next {
+        if let Ok((low, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(2)) {
+            consumer
+                .context()
+                .metrics
+                .set_lag(p, high - next.unwrap_or(low));
+        }
+    }
+}
+
 /// Runs the consumer until `shutdown` resolves; the work happens on a blocking thread.
 pub async fn run(
     cfg: ConsumerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let metrics = Arc::new(ConsumerMetrics::new());
+    let server = match &cfg.metrics_addr {
+        Some(addr) => {
+            let listener = crate::metrics::bind(addr).await?;
+            tracing::info!(addr = %addr, "serving Prometheus metrics at /metrics");
+            let m = metrics.clone();
+            Some(tokio::spawn(crate::metrics::serve(listener, move || {
+                m.encode()
+            })))
+        }
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let watcher = tokio::spawn(async move {
         shutdown.await;
         s.store(true, Ordering::SeqCst);
     });
-    let res = tokio::task::spawn_blocking(move || run_blocking(cfg, stop))
+    let res = tokio::task::spawn_blocking(move || run_blocking(cfg, stop, metrics))
         .await
         .expect("consumer thread panicked");
     watcher.abort();
+    if let Some(s) = server {
+        s.abort();
+    }
     res
 }

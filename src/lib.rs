@@ -5,6 +5,7 @@
 //! [`replication`] (binlog → records), [`kafka`] (broker), [`checkpoint`] (SQLite),
 //! [`pipeline`] (wiring, no logic of its own) and [`consumer`] (Kafka → JSON lines).
 
+pub mod admin;
 pub mod avro;
 pub mod checkpoint;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod consumer;
 pub mod error;
 pub mod kafka;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
 pub mod position;
 pub mod preflight;

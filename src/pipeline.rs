@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -20,6 +21,7 @@ use crate::config::ProducerConfig;
 use crate::config::SnapshotMode;
 use crate::error::{chain, Error, Result};
 use crate::kafka;
+use crate::metrics::ProducerMetrics;
 use crate::preflight;
 use crate::replication::{Ack, Streamer};
 use crate::snapshot;
@@ -34,17 +36,37 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     cfg.validate()?;
+    let metrics = Arc::new(ProducerMetrics::new());
+    metrics.set_heartbeat(cfg.heartbeat());
+    let server = match &cfg.metrics_addr {
+        Some(addr) => {
+            let listener = crate::metrics::bind(addr).await?;
+            tracing::info!(addr = %addr, "serving Prometheus metrics at /metrics");
+            let m = metrics.clone();
+            Some(tokio::spawn(crate::metrics::serve(listener, move || {
+                m.encode()
+            })))
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher = tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let res = run_inner(&cfg, stop_rx).await;
+    let res = run_inner(&cfg, stop_rx, &metrics).await;
     watcher.abort();
+    if let Some(s) = server {
+        s.abort();
+    }
     res
 }
 
-async fn run_inner(cfg: &ProducerConfig, mut stop: watch::Receiver<bool>) -> Result<()> {
+async fn run_inner(
+    cfg: &ProducerConfig,
+    mut stop: watch::Receiver<bool>,
+    metrics: &Arc<ProducerMetrics>,
+) -> Result<()> {
     let opts = preflight::mysql_opts(&cfg.mysql_url, cfg.mysql_password.as_deref())?;
     let db = opts.db_name().unwrap_or_default().to_string();
     // preflight before anything is written
@@ -63,7 +85,9 @@ async fn run_inner(cfg: &ProducerConfig, mut stop: watch::Receiver<bool>) -> Res
     })
     .await
     .expect("open checkpoint store")?;
-    let writer = CheckpointWriter::spawn(store);
+    let m = metrics.clone();
+    let writer =
+        CheckpointWriter::spawn_observed(store, move |cp| m.checkpoint_written(&cp.position));
     let (last_tx, last_rx) = watch::channel(checkpoint.clone());
     let mut published = HashSet::new();
     let mut failures = 0u32;
@@ -78,6 +102,7 @@ async fn run_inner(cfg: &ProducerConfig, mut stop: watch::Receiver<bool>) -> Res
             &last_tx,
             &mut published,
             &mut stop,
+            metrics,
         )
         .await;
         checkpoint = last_rx.borrow().clone().or(checkpoint);
@@ -88,6 +113,7 @@ async fn run_inner(cfg: &ProducerConfig, mut stop: watch::Receiver<bool>) -> Res
                     failures = 0;
                 }
                 failures += 1;
+                metrics.reconnected();
                 if cfg.max_retries > 0 && failures > cfg.max_retries {
                     break Err(e);
                 }
@@ -165,6 +191,7 @@ async fn session(
     last: &watch::Sender<Option<Checkpoint>>,
     published: &mut HashSet<[u8; 8]>,
     stop: &mut watch::Receiver<bool>,
+    metrics: &Arc<ProducerMetrics>,
 ) -> Result<()> {
     let mut conn = preflight::connect(opts).await?;
     let (end, end_gtid) = preflight::binlog_end(&mut conn, facts.mariadb).await?;
@@ -311,6 +338,8 @@ async fn session(
         cfg.timestamp_column.clone(),
         last_updated,
     );
+    streamer.metrics = metrics.clone();
+    metrics.session_started();
     let reader = async {
         let r = async {
             if let Some((conn, cp)) = snapshot_plan {
@@ -336,8 +365,10 @@ async fn session(
         drop(streamer); // closes the ack queue: the tracker drains what is in flight
         (r, stats)
     };
-    let ((read_res, stats), track_res) =
-        tokio::join!(reader, track_acks(ack_rx, writer, last, &cfg.topic));
+    let ((read_res, stats), track_res) = tokio::join!(
+        reader,
+        track_acks(ack_rx, writer, last, &cfg.topic, metrics)
+    );
     tracing::info!(
         records = stats.records,
         skipped_duplicates = stats.skipped_duplicates,
@@ -354,19 +385,24 @@ async fn track_acks(
     writer: &CheckpointWriter,
     last: &watch::Sender<Option<Checkpoint>>,
     topic: &str,
+    metrics: &ProducerMetrics,
 ) -> Result<()> {
     let mut logged = Instant::now();
     let mut acked = 0u64;
     while let Some(a) = rx.recv().await {
         match a {
-            Ack::Record { fut, partition } => match fut.await {
-                Ok(Ok(_)) => acked += 1,
+            Ack::Record { fut, partition, op } => match fut.await {
+                Ok(Ok(_)) => {
+                    acked += 1;
+                    metrics.acked(op, true);
+                }
                 Ok(Err((e, _))) => {
+                    metrics.acked(op, false);
                     return Err(Error::Delivery {
                         topic: topic.to_string(),
                         partition,
                         source: e,
-                    })
+                    });
                 }
                 Err(_) => {
                     return Err(Error::StreamLost {
@@ -386,6 +422,7 @@ async fn track_acks(
                     tracing::info!(position = %cp.position, gtid = ?cp.gtid, records_acked = acked, "checkpoint");
                     logged = Instant::now();
                 }
+                metrics.committed(cp.last_commit_ts_ms);
                 writer.update(cp.clone());
                 let _ = last.send(Some(cp));
             }

@@ -63,6 +63,8 @@ pub enum Ack {
     Record {
         fut: DeliveryFuture,
         partition: i32,
+        /// `c`, `u`, `d`, `r` or `tombstone` (metrics).
+        op: &'static str,
     },
     /// All records queued before this are part of transactions that end at this checkpoint.
     Commit(Checkpoint),
@@ -92,6 +94,8 @@ pub struct Streamer<'a> {
     pub published: &'a mut HashSet<[u8; 8]>,
     pub timestamp_column: String,
     pub stats: StreamStats,
+    /// Shared with the metrics endpoint.
+    pub metrics: Arc<crate::metrics::ProducerMetrics>,
     /// Highest `last_updated` seen, carried into checkpoints.
     pub last_updated_us: Option<i64>,
     // state while streaming
@@ -198,6 +202,7 @@ impl<'a> Streamer<'a> {
             published,
             timestamp_column,
             stats: StreamStats::default(),
+            metrics: Arc::default(),
             last_updated_us,
             file: String::new(),
             gtid: None,
@@ -322,6 +327,8 @@ impl<'a> Streamer<'a> {
         self.verify_checksum(ev)?;
         let hdr = ev.header();
         let ty = hdr.event_type_raw();
+        // 27 = HEARTBEAT: the source has nothing newer
+        self.metrics.contact(ty == 27);
         let log_pos = hdr.log_pos() as u64;
         let ts_ms = hdr.timestamp() as i64 * 1000;
         let bad = |this: &Self, e: std::io::Error| Error::Binlog {
@@ -690,7 +697,7 @@ impl<'a> Streamer<'a> {
         &mut self,
         p: &Prepared,
         key: &[u8],
-        op: &str,
+        op: &'static str,
         before: Option<&[Datum]>,
         after: Option<&[Datum]>,
         pos: SourcePos,
@@ -713,7 +720,7 @@ impl<'a> Streamer<'a> {
         p: &Prepared,
         key: &[u8],
         partition: i32,
-        op: &str,
+        op: &'static str,
         before: Option<&[Datum]>,
         after: Option<&[Datum]>,
         pos: SourcePos,
@@ -743,7 +750,7 @@ impl<'a> Streamer<'a> {
             now_ms(),
         );
         let res = self
-            .produce(key, Some(&buf), partition, pos, snapshot_key)
+            .produce(key, Some(&buf), partition, pos, snapshot_key, op)
             .await;
         self.buf = buf;
         res
@@ -754,7 +761,8 @@ impl<'a> Streamer<'a> {
         if self.duplicate(partition, &pos) {
             return Ok(());
         }
-        self.produce(key, None, partition, pos, None).await
+        self.produce(key, None, partition, pos, None, "tombstone")
+            .await
     }
 
     async fn produce(
@@ -764,6 +772,7 @@ impl<'a> Streamer<'a> {
         partition: i32,
         pos: SourcePos,
         snapshot_key: Option<SortKey>,
+        op: &'static str,
     ) -> Result<()> {
         let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(self.topic)
             .key(key)
@@ -793,8 +802,9 @@ impl<'a> Streamer<'a> {
             }
         };
         self.stats.records += 1;
+        self.metrics.sent();
         self.acks
-            .send(Ack::Record { fut, partition })
+            .send(Ack::Record { fut, partition, op })
             .await
             .map_err(|_| Error::StreamLost {
                 position: pos.to_string(),

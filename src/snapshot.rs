@@ -245,6 +245,7 @@ pub async fn run(
         cp.snapshot = Some(state.clone());
         cp.last_updated_us = streamer.last_updated_us;
         streamer.checkpoint(cp.clone()).await?;
+        streamer.metrics.snapshot_progress(state.rows, total);
         if let Some(b) = &bar {
             b.set_length(total.max(state.rows));
             b.set_position(state.rows);

@@ -11,7 +11,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = rtis::config::parse_args("rtis-consumer");
     rtis::logging::init(cli.config.log_format);
     match rtis::consumer::run(cli.config, rtis::logging::shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -522,6 +522,8 @@ pub fn consumer_config(
         out_dir: dir.to_path_buf(),
         kafka_options: vec![],
         log_format: rtis::config::LogFormat::Text,
+        metrics_addr: None,
+        config_file: None,
     }
 }
 
@@ -576,6 +578,8 @@ pub fn producer_config(
         since: None,
         snapshot_chunk: 1000,
         snapshot_max_rows_per_sec: 0,
+        metrics_addr: None,
+        config_file: None,
     }
 }
 
