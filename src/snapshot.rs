@@ -181,8 +181,13 @@ pub async fn run(
     let select = cols.join(", ");
     let first =
         format!("SELECT {select} FROM {table} WHERE {since_sql} ORDER BY {ts}, {id} LIMIT {chunk}");
+    // Two index range scans instead of `ts > ? OR (ts = ? AND id > ?)`, which the optimizer
+    // reads as one scan from the start of the cursor's timestamp: with many rows sharing a
+    // timestamp (one bulk statement), every chunk would rescan them all.
     let next = format!(
-        "SELECT {select} FROM {table} WHERE {since_sql} AND ({ts} > ? OR ({ts} = ? AND {id} > ?)) ORDER BY {ts}, {id} LIMIT {chunk}"
+        "SELECT * FROM ((SELECT {select} FROM {table} WHERE {ts} = ? AND {id} > ? ORDER BY {id} LIMIT {chunk}) \
+         UNION ALL (SELECT {select} FROM {table} WHERE {since_sql} AND {ts} > ? ORDER BY {ts}, {id} LIMIT {chunk})) \
+         AS chunk ORDER BY {ts}, {id} LIMIT {chunk}"
     );
     let started = Instant::now();
     let start_rows = state.rows;
@@ -217,8 +222,10 @@ pub async fn run(
             None => conn.exec(first.as_str(), params).await,
             Some(c) => {
                 let t = text_time(c.ts_us);
-                params.extend([Value::from(t.clone()), Value::from(t), id_param(c.id)]);
-                conn.exec(next.as_str(), params).await
+                let mut p = vec![Value::from(t.clone()), id_param(c.id)];
+                p.extend(params);
+                p.push(Value::from(t));
+                conn.exec(next.as_str(), p).await
             }
         }
         .map_err(q)?;
