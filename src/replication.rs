@@ -251,18 +251,30 @@ impl<'a> Streamer<'a> {
             .map_err(|e| Error::mysql(format!("requesting the binlog from {start}"), e))?;
         tracing::info!(position = %start, "streaming binlog");
         let idle = self.heartbeat * 3 + Duration::from_secs(2);
+        // a watchdog that ticks a few times per idle period, instead of a timer per event
+        let mut watchdog = tokio::time::interval(idle / 4);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut events_since_tick = 1u64;
+        let mut silent_since = tokio::time::Instant::now();
         loop {
             let next = tokio::select! {
                 biased;
                 _ = shutdown.changed() => return Ok(()),
-                n = tokio::time::timeout(idle, stream.next()) => n,
+                n = stream.next() => Ok(n),
+                _ = watchdog.tick() => Err(()),
             };
             let ev = match next {
-                Err(_) => {
-                    return Err(Error::StreamLost {
-                        position: self.file.clone(),
-                        msg: format!("no event or heartbeat for {}s", idle.as_secs()),
-                    })
+                Err(()) => {
+                    if events_since_tick > 0 {
+                        events_since_tick = 0;
+                        silent_since = tokio::time::Instant::now();
+                    } else if silent_since.elapsed() >= idle {
+                        return Err(Error::StreamLost {
+                            position: self.file.clone(),
+                            msg: format!("no event or heartbeat for {}s", idle.as_secs()),
+                        });
+                    }
+                    continue;
                 }
                 Ok(None) => {
                     return Err(Error::StreamLost {
@@ -285,6 +297,7 @@ impl<'a> Streamer<'a> {
                 }
                 Ok(Some(Ok(ev))) => ev,
             };
+            events_since_tick += 1;
             let tme = |id: u64| stream.get_tme(id);
             self.handle(&ev, tme).await?;
         }

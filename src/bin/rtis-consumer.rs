@@ -13,7 +13,12 @@ struct Cli {
 async fn main() -> std::process::ExitCode {
     let cli: Cli = rtis::config::parse_args("rtis-consumer");
     rtis::logging::init(cli.config.log_format);
-    match rtis::consumer::run(cli.config, rtis::logging::shutdown_signal()).await {
+    // on a worker thread, next to the runtime's I/O driver (block_on would hop threads per event)
+    let run = tokio::spawn(rtis::consumer::run(
+        cli.config,
+        rtis::logging::shutdown_signal(),
+    ));
+    match run.await.expect("rtis-consumer task panicked") {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rtis-consumer: error: {}", rtis::error::chain(&e));

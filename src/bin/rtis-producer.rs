@@ -49,7 +49,12 @@ async fn main() -> std::process::ExitCode {
     }
     let cli: Cli = rtis::config::parse_args("rtis-producer");
     rtis::logging::init(cli.config.log_format);
-    match rtis::pipeline::run(cli.config, rtis::logging::shutdown_signal()).await {
+    // on a worker thread, next to the runtime's I/O driver (block_on would hop threads per event)
+    let run = tokio::spawn(rtis::pipeline::run(
+        cli.config,
+        rtis::logging::shutdown_signal(),
+    ));
+    match run.await.expect("rtis-producer task panicked") {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
