@@ -351,6 +351,7 @@ fn timed(mut cmd: Command) -> f64 {
 }
 
 /// Catch-up of one workload's binlog file against its floors.
+#[allow(clippy::too_many_arguments)]
 async fn catch_up_section(
     env: &Env,
     report: &mut Report,
@@ -463,7 +464,7 @@ async fn latency_run(env: &Env, rate: u64, secs: u64, ids: u64) -> Vec<f64> {
     // the writer: `rate` autocommit updates per second, paced in 10 ms slots, 2 connections
     let per_slot = (rate / 100).max(1);
     let start = Instant::now();
-    let mut conns = vec![env.root().await, env.root().await];
+    let mut conns = [env.root().await, env.root().await];
     let mut sent = 0u64;
     while sent < rate * secs {
         let due = start + Duration::from_millis(10 * (sent / per_slot));
