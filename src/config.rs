@@ -45,7 +45,9 @@ pub struct ProducerConfig {
     #[arg(long, env = "RTIS_MYSQL_PASSWORD", hide_env_values = true, hide = true)]
     pub mysql_password: Option<String>,
 
-    /// Table to capture, in the URL's database.
+    /// Table(s) to capture, in the URL's database: one name, or several separated by commas
+    /// (`product,order_line`). Each table gets its own topic, checkpoint and replication
+    /// connection (see `--topic`, `--state`, `--server-id`), with the same guarantees.
     #[arg(long, env = "RTIS_TABLE", default_value = "product")]
     pub table: String,
 
@@ -57,8 +59,9 @@ pub struct ProducerConfig {
     #[arg(long, env = "RTIS_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
 
-    /// Topic the change records go to. Writer schemas go to `<topic>-schemas`.
-    #[arg(long, env = "RTIS_TOPIC", default_value = "product_updates")]
+    /// Topic the change records go to; `{table}` is replaced by the table's name (needed with
+    /// several tables). Writer schemas go to `<topic>-schemas`.
+    #[arg(long, env = "RTIS_TOPIC", default_value = "{table}_updates")]
     pub topic: String,
 
     /// Create the topic with this many partitions if it does not exist. Without it, a missing
@@ -66,12 +69,15 @@ pub struct ProducerConfig {
     #[arg(long, env = "RTIS_PARTITIONS")]
     pub partitions: Option<i32>,
 
-    /// SQLite checkpoint file. Locked while a producer runs: one producer per file.
+    /// SQLite checkpoint file. Locked while a producer runs: one producer per file. With several
+    /// tables, each has its own file: `{table}` in the path is replaced by the table's name,
+    /// otherwise `.<table>` is inserted before the extension (`state/rtis.product.sqlite`).
     #[arg(long, env = "RTIS_STATE", default_value = "state/rtis.sqlite")]
     pub state: PathBuf,
 
     /// Replica server id this connector registers with. Must differ from every other replica
-    /// and connector of the same source.
+    /// and connector of the same source. With several tables, the n-th table (from 0) uses
+    /// this id + n.
     #[arg(long, env = "RTIS_SERVER_ID", default_value_t = 5400)]
     pub server_id: u32,
 
@@ -178,6 +184,58 @@ pub struct ConsumerConfig {
 }
 
 impl ProducerConfig {
+    /// The table names of `--table`.
+    pub fn tables(&self) -> Vec<String> {
+        self.table
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+
+    /// One configuration per table (topic, state file and server id resolved). A single table
+    /// keeps `--state` as given.
+    pub fn per_table(&self) -> Result<Vec<ProducerConfig>> {
+        let tables = self.tables();
+        if tables.is_empty() {
+            return Err(Error::Config(
+                "--table: expected a table name, found an empty list".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &tables {
+            if !seen.insert(t.to_ascii_lowercase()) {
+                return Err(Error::Config(format!(
+                    "--table: expected distinct tables, found {t} twice"
+                )));
+            }
+        }
+        let several = tables.len() > 1;
+        if several && !self.topic.contains("{table}") {
+            return Err(Error::Config(format!(
+                "--topic: with several tables expected a pattern containing {{table}} (e.g. {{table}}_updates), found {:?}",
+                self.topic
+            )));
+        }
+        tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut c = self.clone();
+                c.table = t.clone();
+                c.topic = self.topic.replace("{table}", t);
+                c.state = table_state_path(&self.state, t, several);
+                c.server_id = self.server_id.checked_add(i as u32).ok_or_else(|| {
+                    Error::Config(format!(
+                        "--server-id: {} + {i} tables overflows a 32-bit id",
+                        self.server_id
+                    ))
+                })?;
+                Ok(c)
+            })
+            .collect()
+    }
+
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs.max(1))
     }
@@ -207,6 +265,7 @@ impl ProducerConfig {
             ));
         }
         parse_kafka_options(&self.kafka_options)?;
+        self.per_table()?;
         if self.snapshot_chunk == 0 {
             return Err(Error::Config(
                 "--snapshot-chunk: expected at least 1 row, found 0".into(),
@@ -233,6 +292,27 @@ impl ProducerConfig {
             ))),
         }
     }
+}
+
+/// The state file of `table`: `{table}` replaced, or (with several tables) `.<table>` inserted
+/// before the extension.
+pub fn table_state_path(state: &std::path::Path, table: &str, several: bool) -> PathBuf {
+    let text = state.to_string_lossy();
+    if text.contains("{table}") {
+        return PathBuf::from(text.replace("{table}", table));
+    }
+    if !several {
+        return state.to_path_buf();
+    }
+    let stem = state
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "rtis".into());
+    let name = match state.extension() {
+        Some(ext) => format!("{stem}.{table}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{table}"),
+    };
+    state.with_file_name(name)
 }
 
 /// Parses KEY=VALUE pairs.
@@ -407,6 +487,65 @@ mod tests {
         assert_eq!(c.snapshot, SnapshotMode::Never);
         assert_eq!(c.kafka_options, vec!["a=b".to_string(), "c=d".to_string()]);
         assert_eq!(c.table, "product", "built-in default when neither sets it");
+    }
+
+    #[test]
+    fn several_tables_get_their_own_topic_state_and_server_id() {
+        let one = parse("mysql-url = \"mysql://a@b/c\"\n", &[]).unwrap();
+        let v = one.per_table().unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            v[0].topic, "product_updates",
+            "the default topic of one table"
+        );
+        assert_eq!(v[0].state, std::path::PathBuf::from("state/rtis.sqlite"));
+        let two = parse(
+            "mysql-url = \"mysql://a@b/c\"\n",
+            &["--table", "product, order_line", "--server-id", "100"],
+        )
+        .unwrap();
+        let v = two.per_table().unwrap();
+        let got: Vec<(&str, &str, String, u32)> = v
+            .iter()
+            .map(|c| {
+                (
+                    c.table.as_str(),
+                    c.topic.as_str(),
+                    c.state.display().to_string(),
+                    c.server_id,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "product",
+                    "product_updates",
+                    "state/rtis.product.sqlite".into(),
+                    100
+                ),
+                (
+                    "order_line",
+                    "order_line_updates",
+                    "state/rtis.order_line.sqlite".into(),
+                    101
+                ),
+            ]
+        );
+        let fixed = parse(
+            "mysql-url = \"mysql://a@b/c\"\n",
+            &["--table", "a,b", "--topic", "one_topic"],
+        )
+        .unwrap();
+        let e = fixed.per_table().unwrap_err().to_string();
+        assert!(e.contains("--topic") && e.contains("{table}"), "{e}");
+        let dup = parse("mysql-url = \"mysql://a@b/c\"\n", &["--table", "a,A"]).unwrap();
+        assert!(dup.per_table().unwrap_err().to_string().contains("twice"));
+        assert_eq!(
+            table_state_path(std::path::Path::new("/s/{table}/cp.db"), "t", false),
+            std::path::PathBuf::from("/s/t/cp.db")
+        );
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// One of several captured tables failed (the others were stopped).
+    #[error("table {table}: {inner}")]
+    Table {
+        table: String,
+        #[source]
+        inner: Box<Error>,
+    },
     /// Broker acknowledgement failed for a record (after librdkafka's own retries).
     #[error("delivery to {topic} partition {partition} failed: {source}")]
     Delivery {
@@ -121,6 +128,7 @@ impl Error {
                 }
             }
             Error::StreamLost { .. } => true,
+            Error::Table { inner, .. } => inner.is_transient(),
             _ => false,
         }
     }

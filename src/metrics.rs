@@ -24,13 +24,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, Result};
 
-/// Label set of per-operation counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OpLabel {
-    /// `c`, `u`, `d`, `r` (snapshot read) or `tombstone`.
-    pub op: String,
-}
-
 /// Label set of per-partition metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabel {
@@ -44,11 +37,154 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The producer's metrics. Cheap to update from any thread.
+/// Label set of per-table producer metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: String,
+}
+
+/// Label set of per-table, per-operation counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableOpLabel {
+    pub table: String,
+    /// `c`, `u`, `d`, `r` (snapshot read) or `tombstone`.
+    pub op: String,
+}
+
+/// The producer process's registry: one set of metric families, a `table` label per captured
+/// table.
+#[derive(Debug)]
+pub struct ProducerRegistry {
+    registry: Registry,
+    events: Family<TableOpLabel, Counter>,
+    in_flight: Family<TableLabel, Gauge>,
+    reconnects: Family<TableLabel, Counter>,
+    snapshot_rows_done: Family<TableLabel, Gauge>,
+    snapshot_rows_total: Family<TableLabel, Gauge>,
+    lag_ms: Family<TableLabel, Gauge>,
+    checkpoint_age_s: Family<TableLabel, Gauge<f64, AtomicU64>>,
+    checkpoint_file_seq: Family<TableLabel, Gauge>,
+    checkpoint_pos: Family<TableLabel, Gauge>,
+    tables: std::sync::Mutex<Vec<Arc<ProducerMetrics>>>,
+}
+
+impl Default for ProducerRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProducerRegistry {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("rtis");
+        let r = Self {
+            registry: Registry::default(),
+            events: Family::default(),
+            in_flight: Family::default(),
+            reconnects: Family::default(),
+            snapshot_rows_done: Family::default(),
+            snapshot_rows_total: Family::default(),
+            lag_ms: Family::default(),
+            checkpoint_age_s: Family::default(),
+            checkpoint_file_seq: Family::default(),
+            checkpoint_pos: Family::default(),
+            tables: std::sync::Mutex::new(Vec::new()),
+        };
+        registry.register(
+            "events",
+            "Records acknowledged by the broker, per table and operation (c, u, d, r = snapshot row, tombstone)",
+            r.events.clone(),
+        );
+        registry.register(
+            "records_in_flight",
+            "Records handed to the Kafka client and not yet acknowledged",
+            r.in_flight.clone(),
+        );
+        registry.register(
+            "reconnects",
+            "Sessions restarted after a transient error (lost connection, broker timeout)",
+            r.reconnects.clone(),
+        );
+        registry.register(
+            "snapshot_rows_done",
+            "Snapshot rows read and handed to the broker",
+            r.snapshot_rows_done.clone(),
+        );
+        registry.register(
+            "snapshot_rows_total",
+            "Rows the running snapshot selects (counted when it started or resumed)",
+            r.snapshot_rows_total.clone(),
+        );
+        registry.register(
+            "lag_milliseconds",
+            "Milliseconds behind the source: now minus the commit time of the last acknowledged transaction; 0 when idle and caught up (heartbeats)",
+            r.lag_ms.clone(),
+        );
+        registry.register(
+            "checkpoint_age_seconds",
+            "Seconds since the checkpoint was last written to SQLite",
+            r.checkpoint_age_s.clone(),
+        );
+        registry.register(
+            "checkpoint_binlog_file_seq",
+            "Numeric suffix of the checkpointed binlog file",
+            r.checkpoint_file_seq.clone(),
+        );
+        registry.register(
+            "checkpoint_binlog_pos",
+            "Byte offset of the checkpointed binlog position",
+            r.checkpoint_pos.clone(),
+        );
+        Self { registry, ..r }
+    }
+
+    /// The metrics of one table (created on first use).
+    pub fn table(&self, table: &str) -> Arc<ProducerMetrics> {
+        let mut tables = self.tables.lock().unwrap();
+        if let Some(m) = tables.iter().find(|m| m.table == table) {
+            return m.clone();
+        }
+        let l = TableLabel {
+            table: table.to_string(),
+        };
+        let m = Arc::new(ProducerMetrics {
+            table: table.to_string(),
+            events: self.events.clone(),
+            in_flight: self.in_flight.get_or_create(&l).clone(),
+            reconnects: self.reconnects.get_or_create(&l).clone(),
+            snapshot_rows_done: self.snapshot_rows_done.get_or_create(&l).clone(),
+            snapshot_rows_total: self.snapshot_rows_total.get_or_create(&l).clone(),
+            lag_ms: self.lag_ms.get_or_create(&l).clone(),
+            checkpoint_age_s: self.checkpoint_age_s.get_or_create(&l).clone(),
+            checkpoint_file_seq: self.checkpoint_file_seq.get_or_create(&l).clone(),
+            checkpoint_pos: self.checkpoint_pos.get_or_create(&l).clone(),
+            last_acked_commit_ms: AtomicI64::new(0),
+            last_contact_ms: AtomicI64::new(0),
+            checkpoint_written_ms: AtomicI64::new(0),
+            caught_up: AtomicBool::new(false),
+            heartbeat_ms: AtomicI64::new(2_000),
+        });
+        tables.push(m.clone());
+        m
+    }
+
+    pub fn encode(&self) -> String {
+        let now = now_ms();
+        for m in self.tables.lock().unwrap().iter() {
+            m.refresh(now);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding metrics into a String");
+        out
+    }
+}
+
+/// One table's producer metrics. Cheap to update from any thread.
 #[derive(Debug)]
 pub struct ProducerMetrics {
-    registry: Registry,
-    events: Family<OpLabel, Counter>,
+    table: String,
+    events: Family<TableOpLabel, Counter>,
     in_flight: Gauge,
     reconnects: Counter,
     snapshot_rows_done: Gauge,
@@ -65,79 +201,16 @@ pub struct ProducerMetrics {
 }
 
 impl Default for ProducerMetrics {
+    /// Metrics of an unregistered table (nothing serves them).
     fn default() -> Self {
-        Self::new()
+        let r = ProducerRegistry::new();
+        let m = r.table("-");
+        drop(r);
+        Arc::try_unwrap(m).expect("sole owner")
     }
 }
 
 impl ProducerMetrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("rtis");
-        let m = Self {
-            registry: Registry::default(),
-            events: Family::default(),
-            in_flight: Gauge::default(),
-            reconnects: Counter::default(),
-            snapshot_rows_done: Gauge::default(),
-            snapshot_rows_total: Gauge::default(),
-            lag_ms: Gauge::default(),
-            checkpoint_age_s: Gauge::default(),
-            checkpoint_file_seq: Gauge::default(),
-            checkpoint_pos: Gauge::default(),
-            last_acked_commit_ms: AtomicI64::new(0),
-            last_contact_ms: AtomicI64::new(0),
-            checkpoint_written_ms: AtomicI64::new(0),
-            caught_up: AtomicBool::new(false),
-            heartbeat_ms: AtomicI64::new(2_000),
-        };
-        registry.register(
-            "events",
-            "Records acknowledged by the broker, per operation (c, u, d, r = snapshot row, tombstone)",
-            m.events.clone(),
-        );
-        registry.register(
-            "records_in_flight",
-            "Records handed to the Kafka client and not yet acknowledged",
-            m.in_flight.clone(),
-        );
-        registry.register(
-            "reconnects",
-            "Sessions restarted after a transient error (lost connection, broker timeout)",
-            m.reconnects.clone(),
-        );
-        registry.register(
-            "snapshot_rows_done",
-            "Snapshot rows read and handed to the broker",
-            m.snapshot_rows_done.clone(),
-        );
-        registry.register(
-            "snapshot_rows_total",
-            "Rows the running snapshot selects (counted when it started or resumed)",
-            m.snapshot_rows_total.clone(),
-        );
-        registry.register(
-            "lag_milliseconds",
-            "Milliseconds behind the source: now minus the commit time of the last acknowledged transaction; 0 when idle and caught up (heartbeats)",
-            m.lag_ms.clone(),
-        );
-        registry.register(
-            "checkpoint_age_seconds",
-            "Seconds since the checkpoint was last written to SQLite",
-            m.checkpoint_age_s.clone(),
-        );
-        registry.register(
-            "checkpoint_binlog_file_seq",
-            "Numeric suffix of the checkpointed binlog file",
-            m.checkpoint_file_seq.clone(),
-        );
-        registry.register(
-            "checkpoint_binlog_pos",
-            "Byte offset of the checkpointed binlog position",
-            m.checkpoint_pos.clone(),
-        );
-        Self { registry, ..m }
-    }
-
     pub fn set_heartbeat(&self, hb: std::time::Duration) {
         self.heartbeat_ms
             .store(hb.as_millis() as i64, Ordering::Relaxed);
@@ -152,7 +225,12 @@ impl ProducerMetrics {
     pub fn acked(&self, op: &'static str, ok: bool) {
         self.in_flight.dec();
         if ok {
-            self.events.get_or_create(&OpLabel { op: op.into() }).inc();
+            self.events
+                .get_or_create(&TableOpLabel {
+                    table: self.table.clone(),
+                    op: op.into(),
+                })
+                .inc();
         }
     }
 
@@ -205,13 +283,8 @@ impl ProducerMetrics {
         }
     }
 
-    /// Current counter value for one operation (tests, logs).
-    pub fn events(&self, op: &str) -> u64 {
-        self.events.get_or_create(&OpLabel { op: op.into() }).get()
-    }
-
-    pub fn encode(&self) -> String {
-        let now = now_ms();
+    /// Sets the gauges that depend on the time of the scrape.
+    fn refresh(&self, now: i64) {
         self.lag_ms.set(self.lag_ms(now));
         let written = self.checkpoint_written_ms.load(Ordering::Relaxed);
         self.checkpoint_age_s.set(if written == 0 {
@@ -219,10 +292,6 @@ impl ProducerMetrics {
         } else {
             (now - written) as f64 / 1000.0
         });
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("encoding metrics into a String");
-        out
     }
 }
 
@@ -375,7 +444,7 @@ mod tests {
 
     #[test]
     fn lag_is_zero_only_when_caught_up_alive_and_drained() {
-        let m = ProducerMetrics::new();
+        let m = ProducerMetrics::default();
         m.set_heartbeat(std::time::Duration::from_secs(1));
         let now = now_ms();
         assert_eq!(m.lag_ms(now), 0, "nothing committed yet");
@@ -400,15 +469,28 @@ mod tests {
     }
 
     #[test]
-    fn encodes_counters_per_op() {
-        let m = ProducerMetrics::new();
+    fn encodes_counters_per_table_and_op() {
+        let r = ProducerRegistry::new();
+        let m = r.table("product");
         m.sent();
         m.acked("u", true);
         m.sent();
         m.acked("u", false);
-        let text = m.encode();
-        assert!(text.contains("rtis_events_total{op=\"u\"} 1"), "{text}");
-        assert!(text.contains("rtis_records_in_flight 0"), "{text}");
+        r.table("order_line").sent();
+        assert!(Arc::ptr_eq(&m, &r.table("product")));
+        let text = r.encode();
+        assert!(
+            text.contains("rtis_events_total{table=\"product\",op=\"u\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rtis_records_in_flight{table=\"product\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rtis_records_in_flight{table=\"order_line\"} 1"),
+            "{text}"
+        );
         let c = ConsumerMetrics::new();
         c.written(2, 5);
         c.set_lag(2, 7);

@@ -21,7 +21,7 @@ use crate::config::ProducerConfig;
 use crate::config::SnapshotMode;
 use crate::error::{chain, Error, Result};
 use crate::kafka;
-use crate::metrics::ProducerMetrics;
+use crate::metrics::{ProducerMetrics, ProducerRegistry};
 use crate::preflight;
 use crate::replication::{Ack, Streamer};
 use crate::snapshot;
@@ -30,31 +30,65 @@ use crate::snapshot;
 const WHEN_NEEDED_MARGIN_US: i64 = 60_000_000;
 
 /// Runs the producer until `shutdown` resolves (graceful: in-flight records are acknowledged
-/// and the checkpoint written) or a definite error occurs.
+/// and the checkpoint written) or a definite error occurs. With several tables, one pipeline
+/// per table runs concurrently; the first definite error stops them all.
 pub async fn run(
     cfg: ProducerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     cfg.validate()?;
-    let metrics = Arc::new(ProducerMetrics::new());
-    metrics.set_heartbeat(cfg.heartbeat());
+    let tables = cfg.per_table()?;
+    let registry = Arc::new(ProducerRegistry::new());
     let server = match &cfg.metrics_addr {
         Some(addr) => {
             let listener = crate::metrics::bind(addr).await?;
             tracing::info!(addr = %addr, "serving Prometheus metrics at /metrics");
-            let m = metrics.clone();
+            let r = registry.clone();
             Some(tokio::spawn(crate::metrics::serve(listener, move || {
-                m.encode()
+                r.encode()
             })))
         }
         None => None,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let on_signal = stop_tx.clone();
     let watcher = tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        let _ = on_signal.send(true);
     });
-    let res = run_inner(&cfg, stop_rx, &metrics).await;
+    let res = if let [one] = tables.as_slice() {
+        let metrics = registry.table(&one.table);
+        metrics.set_heartbeat(one.heartbeat());
+        run_inner(one, stop_rx, &metrics).await
+    } else {
+        let mut set = tokio::task::JoinSet::new();
+        for t in tables {
+            let (rx, metrics) = (stop_rx.clone(), registry.table(&t.table));
+            metrics.set_heartbeat(t.heartbeat());
+            set.spawn(async move {
+                let table = t.table.clone();
+                run_inner(&t, rx, &metrics).await.map_err(|e| Error::Table {
+                    table,
+                    inner: Box::new(e),
+                })
+            });
+        }
+        let mut first = Ok(());
+        while let Some(done) = set.join_next().await {
+            let r = done.unwrap_or_else(|e| {
+                Err(Error::Config(format!("a table's pipeline panicked: {e}")))
+            });
+            if let Err(e) = r {
+                tracing::error!(error = %chain(&e), "stopping every table");
+                let _ = stop_tx.send(true);
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    };
     watcher.abort();
     if let Some(s) = server {
         s.abort();

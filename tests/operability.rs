@@ -82,21 +82,32 @@ async fn metrics_are_scraped_during_a_run() {
         async move {
             let (status, text) = http_get(&addr, "/metrics");
             assert!(status.contains("200"), "{status}");
-            let done = sample(&text, "rtis_events_total{op=\"c\"}") == Some(30.0)
-                && sample(&text, "rtis_events_total{op=\"u\"}") == Some(10.0)
-                && sample(&text, "rtis_events_total{op=\"d\"}") == Some(5.0)
-                && sample(&text, "rtis_events_total{op=\"tombstone\"}") == Some(5.0)
-                && sample(&text, "rtis_lag_milliseconds") == Some(0.0);
+            let done = sample(&text, "rtis_events_total{table=\"product\",op=\"c\"}") == Some(30.0)
+                && sample(&text, "rtis_events_total{table=\"product\",op=\"u\"}") == Some(10.0)
+                && sample(&text, "rtis_events_total{table=\"product\",op=\"d\"}") == Some(5.0)
+                && sample(
+                    &text,
+                    "rtis_events_total{table=\"product\",op=\"tombstone\"}",
+                ) == Some(5.0)
+                && sample(&text, "rtis_lag_milliseconds{table=\"product\"}") == Some(0.0);
             done.then_some(text)
         }
     })
     .await;
-    assert_eq!(sample(&text, "rtis_records_in_flight"), Some(0.0), "{text}");
-    assert_eq!(sample(&text, "rtis_reconnects_total"), Some(0.0), "{text}");
-    let age = sample(&text, "rtis_checkpoint_age_seconds").unwrap();
+    assert_eq!(
+        sample(&text, "rtis_records_in_flight{table=\"product\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "rtis_reconnects_total{table=\"product\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    let age = sample(&text, "rtis_checkpoint_age_seconds{table=\"product\"}").unwrap();
     assert!((0.0..60.0).contains(&age), "checkpoint age {age}");
     assert!(
-        sample(&text, "rtis_checkpoint_binlog_pos").unwrap() > 0.0,
+        sample(&text, "rtis_checkpoint_binlog_pos{table=\"product\"}").unwrap() > 0.0,
         "{text}"
     );
     assert!(text.ends_with("# EOF\n"), "OpenMetrics text: {text}");
@@ -361,4 +372,192 @@ async fn the_config_file_drives_the_binary() {
         err.contains("rtis.toml") && err.contains("unknown key `broker`"),
         "{err}"
     );
+}
+
+/// Folds change lines into the final `after` per key (any key shape; deletes remove the key).
+fn fold_any(lines: &[serde_json::Value]) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut state = std::collections::BTreeMap::new();
+    for l in lines {
+        let key = l["key"].to_string();
+        match l["op"].as_str().unwrap() {
+            "c" | "u" | "r" => {
+                state.insert(key, l["after"].clone());
+            }
+            _ => {
+                state.remove(&key);
+            }
+        }
+    }
+    state
+}
+
+/// Every record of a topic once: no (source position, op) twice (a key change is a delete and
+/// a create at one position).
+fn assert_no_duplicates(lines: &[serde_json::Value]) {
+    let mut seen = std::collections::HashSet::new();
+    for l in lines.iter().filter(|l| l["op"] != "tombstone") {
+        let pos = (
+            l["source"]["file"].to_string(),
+            l["source"]["pos"].as_i64(),
+            l["source"]["row"].as_i64(),
+            l["op"].to_string(),
+        );
+        assert!(seen.insert(pos.clone()), "duplicate record at {pos:?}: {l}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_tables_each_to_its_own_topic_with_composite_keys() {
+    let db = MariaDb::start();
+    let broker = Broker::start();
+    let shop = db.create_shop().await;
+    db.exec(
+        &shop,
+        "CREATE TABLE order_line (
+           order_id INT UNSIGNED NOT NULL, line_no SMALLINT NOT NULL, sku VARCHAR(20) NOT NULL,
+           qty INT NOT NULL,
+           last_updated TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+           PRIMARY KEY (order_id, line_no));",
+    )
+    .await;
+    db.exec(
+        &shop,
+        &format!("GRANT SELECT ON {shop}.order_line TO 'rtis'@'%'"),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let suffix = unique("mt");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cfg = producer_config(&db, &shop, &broker, "", &dir.path().join("rtis.sqlite"));
+    cfg.table = "product, order_line".into();
+    cfg.topic = format!("{{table}}_{suffix}");
+    cfg.snapshot = rtis::config::SnapshotMode::Never; // composite keys stream; the snapshot pages by one integer key
+    cfg.metrics_addr = Some(addr.clone());
+    let (product_topic, line_topic) = (format!("product_{suffix}"), format!("order_line_{suffix}"));
+    let states = [
+        dir.path().join("rtis.product.sqlite"),
+        dir.path().join("rtis.order_line.sqlite"),
+    ];
+    let start = |cfg: rtis::config::ProducerConfig| async {
+        let p = InProcess::start(cfg);
+        eventually(Duration::from_secs(60), "both tables streaming", || async {
+            states.iter().all(|s| s.exists()).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        p
+    };
+    let producer = start(cfg.clone()).await;
+    let mut c = db.conn(&shop).await;
+    for sql in [
+        "INSERT INTO product (id, name, price) VALUES (1, 'a', 1), (2, 'b', 2)",
+        "INSERT INTO order_line (order_id, line_no, sku, qty) VALUES (10, 1, 'x', 1), (10, 2, 'y', 2), (11, 1, 'z', 3)",
+        "UPDATE order_line SET qty = qty + 5 WHERE order_id = 10",
+        "DELETE FROM order_line WHERE order_id = 11",
+        // one transaction over both tables
+        "START TRANSACTION; UPDATE product SET price = 9 WHERE id = 1; \
+         INSERT INTO order_line (order_id, line_no, sku, qty) VALUES (12, 1, 'w', 1); COMMIT",
+        "UPDATE order_line SET line_no = 3 WHERE order_id = 10 AND line_no = 2",
+    ] {
+        c.query_drop(sql).await.unwrap();
+    }
+    // product: 2 c + 1 u; order_line: 3 c + 2 u + d + tombstone + c + (key change: d + tombstone + c)
+    let lines = drain_topic(
+        &broker.bootstrap(),
+        &product_topic,
+        3,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(fold(&lines), table_state(&db, &shop).await);
+    let order = drain_topic(
+        &broker.bootstrap(),
+        &line_topic,
+        11,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(order.len(), 11, "{order:#?}");
+    let keys: std::collections::BTreeSet<String> =
+        order.iter().map(|l| l["key"].to_string()).collect();
+    assert!(
+        keys.contains(r#"{"line_no":3,"order_id":10}"#)
+            || keys.contains(r#"{"order_id":10,"line_no":3}"#),
+        "composite keys as Avro records of the key columns: {keys:?}"
+    );
+    let rows: Vec<(u32, i16, String, i32)> = c
+        .query("SELECT order_id, line_no, sku, qty FROM order_line")
+        .await
+        .unwrap();
+    let folded = fold_any(&order);
+    assert_eq!(folded.len(), rows.len(), "{folded:#?}");
+    for (o, l, sku, qty) in &rows {
+        let after = folded
+            .values()
+            .find(|a| a["order_id"] == *o && a["line_no"] == *l)
+            .unwrap_or_else(|| panic!("({o},{l}) missing in {folded:#?}"));
+        assert_eq!(
+            (
+                after["sku"].as_str().unwrap(),
+                after["qty"].as_i64().unwrap()
+            ),
+            (sku.as_str(), *qty as i64)
+        );
+    }
+    let (_, text) = http_get(&addr, "/metrics");
+    assert_eq!(
+        sample(&text, "rtis_events_total{table=\"order_line\",op=\"c\"}"),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "rtis_events_total{table=\"product\",op=\"u\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    producer.stop().await.unwrap();
+
+    // while stopped: more changes; after the restart each table resumes from its own checkpoint
+    c.query_drop("UPDATE product SET price = 3 WHERE id = 2")
+        .await
+        .unwrap();
+    c.query_drop("UPDATE order_line SET qty = 0 WHERE order_id = 12")
+        .await
+        .unwrap();
+    let producer = start(cfg.clone()).await;
+    let lines = drain_topic(
+        &broker.bootstrap(),
+        &product_topic,
+        4,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(lines.len(), 4);
+    assert_no_duplicates(&lines);
+    assert_eq!(fold(&lines), table_state(&db, &shop).await);
+    let order = drain_topic(
+        &broker.bootstrap(),
+        &line_topic,
+        12,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(order.len(), 12);
+    assert_no_duplicates(&order);
+    producer.stop().await.unwrap();
+
+    // one bad table stops them all, and the error names it
+    let mut bad = cfg.clone();
+    bad.table = "product,nope".into();
+    bad.state = dir.path().join("bad-{table}.sqlite");
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        rtis::pipeline::run(bad, std::future::pending()),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    let msg = rtis::error::chain(&err);
+    assert!(msg.contains("nope"), "{msg}");
 }
