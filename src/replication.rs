@@ -102,6 +102,10 @@ pub struct Streamer<'a> {
     /// The file the stream was requested from, until the server's fake ROTATE confirms it.
     expect_rotate_to: Option<String>,
     tables: HashMap<u64, (TableMapEvent<'static>, Arc<Prepared>)>,
+    /// The captured table's schema as of its last table map (to describe schema changes).
+    last_schema: Option<TableSchema>,
+    /// The last statement that may have changed the captured table, and where it was.
+    last_ddl: Option<(String, String)>,
     buf: Vec<u8>,
     key_buf: Vec<u8>,
 }
@@ -205,6 +209,8 @@ impl<'a> Streamer<'a> {
             checksum_verified: false,
             expect_rotate_to: None,
             tables: HashMap::new(),
+            last_schema: None,
+            last_ddl: None,
             buf: Vec::with_capacity(512),
             key_buf: Vec::with_capacity(32),
         }
@@ -399,6 +405,8 @@ impl<'a> Streamer<'a> {
                     let lower = trimmed.to_ascii_lowercase();
                     if lower.contains(&self.facts.schema.table.to_ascii_lowercase()) {
                         tracing::info!(position = %self.here(log_pos), statement = %trimmed, "DDL may touch the captured table; later events decode with their own table map");
+                        let stmt: String = trimmed.chars().take(300).collect();
+                        self.last_ddl = Some((self.here(log_pos), stmt));
                     }
                     self.commit(BinlogPosition::new(self.file.clone(), log_pos), ts_ms)
                         .await?;
@@ -415,15 +423,45 @@ impl<'a> Streamer<'a> {
                 let id = t.table_id();
                 let same = self.tables.get(&id).is_some_and(|(old, _)| *old == t);
                 if !same {
-                    let table = TableSchema::from_table_map(
-                        &t,
-                        &self.facts.collations,
-                        &self.facts.key_names,
-                    )
-                    .map_err(|e| Error::Binlog {
-                        position: self.here(log_pos),
-                        msg: e.to_string(),
-                    })?;
+                    let table =
+                        TableSchema::from_table_map(&t, &self.facts.collations).map_err(|e| {
+                            Error::Binlog {
+                                position: self.here(log_pos),
+                                msg: e.to_string(),
+                            }
+                        })?;
+                    let after_ddl = || {
+                        self.last_ddl.as_ref().map_or_else(
+                            || " (the statement that changed it is before this session's start position)".to_string(),
+                            |(at, stmt)| format!(" after `{stmt}` at {at}"),
+                        )
+                    };
+                    if let Some(why) = crate::schema::key_problem(&table) {
+                        return Err(Error::Binlog {
+                            position: self.here(log_pos),
+                            msg: format!(
+                                "table map of a change{}: {why}. rtis stops here instead of guessing a key; \
+                                 the checkpoint stays before this change. Changes made while the table has \
+                                 no primary key cannot be captured: restore the primary key, then start over \
+                                 with a new --state file (a fresh snapshot)",
+                                after_ddl()
+                            ),
+                        });
+                    }
+                    if let Some(old) = &self.last_schema {
+                        let changes = crate::schema::describe_changes(old, &table);
+                        if !changes.is_empty() {
+                            tracing::warn!(
+                                position = %self.here(log_pos),
+                                changes = %changes.join("; "),
+                                "`{}`.`{}` changed{}: later records use a new writer schema",
+                                table.db,
+                                table.table,
+                                after_ddl()
+                            );
+                        }
+                    }
+                    self.last_schema = Some(table.clone());
                     let prepared = Prepared::new(table, &self.timestamp_column)?;
                     self.publish(&prepared).await?;
                     self.tables.insert(id, (t.into_owned(), Arc::new(prepared)));
