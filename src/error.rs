@@ -71,6 +71,10 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// The broker could not be reached or did not answer in time (metadata, partition tails).
+    /// At start this stops the producer; inside the reconnect loop it is retried.
+    #[error("{0}")]
+    BrokerUnavailable(String),
 }
 
 impl Error {
@@ -98,7 +102,13 @@ impl Error {
     /// Whether reconnecting and resuming from the checkpoint may fix this.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Mysql { source, .. } => matches!(source, mysql_async::Error::Io(_)),
+            Error::Mysql { source, .. } => match source {
+                mysql_async::Error::Io(_) => true,
+                mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => true,
+                // 1053 server shutdown in progress, 1927 connection killed (a restarting server)
+                mysql_async::Error::Server(s) => matches!(s.code, 1053 | 1927),
+                _ => false,
+            },
             Error::Kafka { source, .. } | Error::Delivery { source, .. } => {
                 use rdkafka::types::RDKafkaErrorCode as C;
                 match source.rdkafka_error_code() {
@@ -120,7 +130,7 @@ impl Error {
                     None => false,
                 }
             }
-            Error::StreamLost { .. } => true,
+            Error::StreamLost { .. } | Error::BrokerUnavailable(_) => true,
             _ => false,
         }
     }

@@ -106,7 +106,7 @@ pub fn partition_count(brokers: &str, extra: &[String], topic: &str) -> Result<O
     let md = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
         .map_err(|e| {
-            Error::Preflight(format!(
+            Error::BrokerUnavailable(format!(
                 "--brokers: cannot reach the Kafka broker at {brokers} within {}s ({e}); \
                  expected a reachable Kafka-API broker",
                 METADATA_TIMEOUT.as_secs()
@@ -191,7 +191,11 @@ pub fn read_partition_tails(
     for p in 0..partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, METADATA_TIMEOUT)
-            .map_err(|e| Error::kafka(format!("reading the end offset of {topic}/{p}"), e))?;
+            .map_err(|e| {
+                Error::BrokerUnavailable(format!(
+                    "reading the end offset of {topic}/{p} from {brokers}: {e}"
+                ))
+            })?;
         if high > low {
             tpl.add_partition_offset(topic, p, Offset::Offset(high - 1))
                 .map_err(|e| Error::kafka("building the tail assignment", e))?;
@@ -207,8 +211,8 @@ pub fn read_partition_tails(
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !wanted.is_empty() {
         if std::time::Instant::now() > deadline {
-            return Err(Error::Preflight(format!(
-                "could not read the last record of {topic} partitions {:?} within 30s",
+            return Err(Error::BrokerUnavailable(format!(
+                "could not read the last record of {topic} partitions {:?} from {brokers} within 30s",
                 wanted.keys().collect::<Vec<_>>()
             )));
         }

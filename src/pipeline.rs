@@ -83,6 +83,13 @@ async fn run_inner(cfg: &ProducerConfig, mut stop: watch::Receiver<bool>) -> Res
         checkpoint = last_rx.borrow().clone().or(checkpoint);
         match res {
             Ok(()) => break Ok(()),
+            Err(e) if e.is_transient() && *stop.borrow() => {
+                // a stop was requested and the session ended with an error while draining
+                // (e.g. the broker is down): do not start another session, and say that the
+                // in-flight records were not acknowledged (the checkpoint does not cover them)
+                tracing::warn!(error = %chain(&e), "stopping as requested; records in flight were not acknowledged and will be re-read from the checkpoint on the next start");
+                break Err(e);
+            }
             Err(e) if e.is_transient() => {
                 if started.elapsed() > Duration::from_secs(60) {
                     failures = 0;
@@ -336,14 +343,30 @@ async fn session(
         drop(streamer); // closes the ack queue: the tracker drains what is in flight
         (r, stats)
     };
-    let ((read_res, stats), track_res) =
-        tokio::join!(reader, track_acks(ack_rx, writer, last, &cfg.topic));
-    tracing::info!(
-        records = stats.records,
-        skipped_duplicates = stats.skipped_duplicates,
-        transactions = stats.transactions,
-        "session ended"
-    );
+    let tracker = track_acks(ack_rx, writer, last, &cfg.topic);
+    tokio::pin!(reader, tracker);
+    // A failed delivery ends the session at once: the reader is dropped (it may be waiting for
+    // binlog events that never come while the source is idle), nothing after the failed record
+    // is checkpointed, and the next session resumes from the last checkpoint.
+    let (read_res, track_res) = tokio::select! {
+        (r, stats) = &mut reader => {
+            let t = tracker.await;
+            tracing::info!(
+                records = stats.records,
+                skipped_duplicates = stats.skipped_duplicates,
+                transactions = stats.transactions,
+                "session ended"
+            );
+            (r, t)
+        }
+        t = &mut tracker => match t {
+            Err(e) => {
+                tracing::info!("session ended: a record was not acknowledged");
+                (Ok(()), Err(e))
+            }
+            Ok(()) => (reader.await.0, Ok(())),
+        },
+    };
     track_res?;
     read_res
 }
