@@ -71,6 +71,18 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// A record was not acknowledged within `--delivery-timeout-ms` (the broker is down, paused
+    /// or too slow). The session restarts from the checkpoint.
+    #[error(
+        "delivery to {topic} partition {partition} not acknowledged within {ms} ms ({record}): \
+         the broker is down or too slow (--delivery-timeout-ms)"
+    )]
+    DeliveryTimeout {
+        topic: String,
+        partition: i32,
+        record: String,
+        ms: u64,
+    },
     /// The broker could not be reached or did not answer in time (metadata, partition tails).
     /// At start this stops the producer; inside the reconnect loop it is retried.
     #[error("{0}")]
@@ -126,11 +138,23 @@ impl Error {
                             | C::OperationTimedOut
                             | C::Resolve
                             | C::QueueFull
+                            // the idempotent producer lost its sequence state (e.g. a restarted
+                            // broker): a new session starts a new producer and resumes from the
+                            // checkpoint, skipping what the partitions already hold
+                            | C::Fatal
+                            | C::OutOfOrderSequenceNumber
+                            | C::UnknownProducerId
+                            | C::InvalidProducerEpoch
+                            | C::InvalidProducerIdMapping
+                            | C::PurgeQueue
+                            | C::PurgeInflight
                     ),
                     None => false,
                 }
             }
-            Error::StreamLost { .. } | Error::BrokerUnavailable(_) => true,
+            Error::StreamLost { .. }
+            | Error::BrokerUnavailable(_)
+            | Error::DeliveryTimeout { .. } => true,
             _ => false,
         }
     }

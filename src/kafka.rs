@@ -69,18 +69,28 @@ pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) as i64 % partitions.max(1) as i64) as i32
 }
 
-/// The idempotent producer: acks=all, in order per partition, bounded delivery time.
+/// The idempotent producer: acks=all, in order per partition, and no gap.
+///
+/// `message_timeout_ms` is librdkafka's local message timeout; the pipeline passes 0 (never)
+/// and enforces its own delivery deadline instead (`--delivery-timeout-ms`). The reason: when a
+/// record times out inside librdkafka, the idempotent producer bumps its epoch and goes on
+/// sending the *later* records, which then land behind a gap. The restarted session would find
+/// a later record at the partition's tail and skip the lost one as "already delivered". With no
+/// local timeout and `enable.gapless.guarantee`, librdkafka never sends a record after one that
+/// failed; rtis fails the session instead, drops the producer (purging what was not sent) and
+/// resumes from the checkpoint.
 pub fn create_producer(
     brokers: &str,
     extra: &[String],
-    delivery_timeout_ms: u64,
+    message_timeout_ms: u64,
 ) -> Result<FutureProducer> {
     let mut cfg = kafka_client_config(brokers, extra)?;
     // user options first, safety settings last: these cannot be overridden
     cfg.set("enable.idempotence", "true")
+        .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
-        .set("message.timeout.ms", delivery_timeout_ms.to_string());
+        .set("message.timeout.ms", message_timeout_ms.to_string());
     if cfg.get("linger.ms").is_none() {
         cfg.set("linger.ms", "5");
     }
@@ -292,26 +302,32 @@ pub fn pos_headers(pos: &SourcePos, snapshot_key: Option<&SortKey>) -> OwnedHead
     }
 }
 
-/// Publishes a writer schema to the schema topic (keyed by fingerprint) and waits for the ack.
+/// Publishes a writer schema to the schema topic (keyed by fingerprint) and waits for the ack,
+/// at most `timeout`.
 pub async fn publish_schema(
     producer: &FutureProducer,
     schema_topic: &str,
     fingerprint_hex: &str,
     json: &str,
+    timeout: Duration,
 ) -> Result<()> {
     let rec = FutureRecord::to(schema_topic)
         .partition(0)
         .key(fingerprint_hex)
         .payload(json);
-    producer
-        .send(rec, Duration::from_secs(30))
-        .await
-        .map(|_| ())
-        .map_err(|(e, _)| Error::Delivery {
+    match tokio::time::timeout(timeout, producer.send(rec, timeout)).await {
+        Err(_) => Err(Error::DeliveryTimeout {
+            topic: schema_topic.to_string(),
+            partition: 0,
+            record: format!("writer schema {fingerprint_hex}"),
+            ms: timeout.as_millis() as u64,
+        }),
+        Ok(r) => r.map(|_| ()).map_err(|(e, _)| Error::Delivery {
             topic: schema_topic.to_string(),
             partition: 0,
             source: e,
-        })
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -288,8 +288,9 @@ async fn session(
             .await
             .expect("metadata")?
             .ok_or_else(|| Error::Preflight(format!("topic {} disappeared", cfg.topic)))?;
-    let producer =
-        kafka::create_producer(&cfg.brokers, &cfg.kafka_options, cfg.delivery_timeout_ms)?;
+    // librdkafka never times records out (that would leave gaps, see `create_producer`);
+    // the ack tracker enforces --delivery-timeout-ms
+    let producer = kafka::create_producer(&cfg.brokers, &cfg.kafka_options, 0)?;
     let (brokers, extra, topic) = (
         cfg.brokers.clone(),
         cfg.kafka_options.clone(),
@@ -318,6 +319,7 @@ async fn session(
         cfg.timestamp_column.clone(),
         last_updated,
     );
+    streamer.delivery_timeout = Duration::from_millis(cfg.delivery_timeout_ms.max(1));
     let reader = async {
         let r = async {
             if let Some((conn, cp)) = snapshot_plan {
@@ -343,7 +345,13 @@ async fn session(
         drop(streamer); // closes the ack queue: the tracker drains what is in flight
         (r, stats)
     };
-    let tracker = track_acks(ack_rx, writer, last, &cfg.topic);
+    let tracker = track_acks(
+        ack_rx,
+        writer,
+        last,
+        &cfg.topic,
+        cfg.delivery_timeout_ms.max(1),
+    );
     tokio::pin!(reader, tracker);
     // A failed delivery ends the session at once: the reader is dropped (it may be waiting for
     // binlog events that never come while the source is idle), nothing after the failed record
@@ -377,26 +385,42 @@ async fn track_acks(
     writer: &CheckpointWriter,
     last: &watch::Sender<Option<Checkpoint>>,
     topic: &str,
+    delivery_timeout_ms: u64,
 ) -> Result<()> {
     let mut logged = Instant::now();
     let mut acked = 0u64;
     while let Some(a) = rx.recv().await {
         match a {
-            Ack::Record { fut, partition } => match fut.await {
-                Ok(Ok(_)) => acked += 1,
-                Ok(Err((e, _))) => {
-                    return Err(Error::Delivery {
+            Ack::Record {
+                fut,
+                partition,
+                pos,
+                deadline,
+            } => match tokio::time::timeout_at(deadline, fut).await {
+                Err(_) => {
+                    return Err(Error::DeliveryTimeout {
                         topic: topic.to_string(),
                         partition,
-                        source: e,
+                        record: format!("record at source position {pos}"),
+                        ms: delivery_timeout_ms,
                     })
                 }
-                Err(_) => {
-                    return Err(Error::StreamLost {
-                        position: topic.to_string(),
-                        msg: "the producer was dropped before acknowledging".into(),
-                    })
-                }
+                Ok(fut) => match fut {
+                    Ok(Ok(_)) => acked += 1,
+                    Ok(Err((e, _))) => {
+                        return Err(Error::Delivery {
+                            topic: topic.to_string(),
+                            partition,
+                            source: e,
+                        })
+                    }
+                    Err(_) => {
+                        return Err(Error::StreamLost {
+                            position: topic.to_string(),
+                            msg: "the producer was dropped before acknowledging".into(),
+                        })
+                    }
+                },
             },
             Ack::Commit(cp) => {
                 if writer.is_dead() {

@@ -63,6 +63,10 @@ pub enum Ack {
     Record {
         fut: DeliveryFuture,
         partition: i32,
+        /// The record's source position, named if it is not acknowledged.
+        pos: SourcePos,
+        /// When the session gives up waiting for the acknowledgement (`--delivery-timeout-ms`).
+        deadline: tokio::time::Instant,
     },
     /// All records queued before this are part of transactions that end at this checkpoint.
     Commit(Checkpoint),
@@ -92,6 +96,8 @@ pub struct Streamer<'a> {
     pub published: &'a mut HashSet<[u8; 8]>,
     pub timestamp_column: String,
     pub stats: StreamStats,
+    /// How long a record may wait for its acknowledgement (`--delivery-timeout-ms`).
+    pub delivery_timeout: Duration,
     /// Highest `last_updated` seen, carried into checkpoints.
     pub last_updated_us: Option<i64>,
     // state while streaming
@@ -202,6 +208,7 @@ impl<'a> Streamer<'a> {
             published,
             timestamp_column,
             stats: StreamStats::default(),
+            delivery_timeout: Duration::from_secs(30),
             last_updated_us,
             file: String::new(),
             gtid: None,
@@ -559,6 +566,7 @@ impl<'a> Streamer<'a> {
                     &self.schema_topic,
                     &s.fingerprint_hex(),
                     &s.json,
+                    self.delivery_timeout,
                 )
                 .await?;
                 tracing::info!(fingerprint = %s.fingerprint_hex(), topic = %self.schema_topic, "published writer schema");
@@ -832,7 +840,12 @@ impl<'a> Streamer<'a> {
         };
         self.stats.records += 1;
         self.acks
-            .send(Ack::Record { fut, partition })
+            .send(Ack::Record {
+                fut,
+                partition,
+                pos,
+                deadline: tokio::time::Instant::now() + self.delivery_timeout,
+            })
             .await
             .map_err(|_| Error::StreamLost {
                 position: pos.to_string(),
