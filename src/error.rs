@@ -87,6 +87,21 @@ pub enum Error {
     /// At start this stops the producer; inside the reconnect loop it is retried.
     #[error("{0}")]
     BrokerUnavailable(String),
+    /// A record exceeds the producer's (or the broker's) message size limit. Never dropped:
+    /// the producer stops before the checkpoint passes it.
+    #[error(
+        "the record of {what} at binlog {position} (source position {record}) is {size} bytes, \
+         larger than the message size limit ({limit}); rtis stops instead of dropping it, and the \
+         checkpoint stays before it. Raise the limit with --kafka-option message.max.bytes=N (and \
+         the topic's max.message.bytes / the broker's message.max.bytes), then restart"
+    )]
+    RecordTooLarge {
+        what: String,
+        position: String,
+        record: String,
+        size: usize,
+        limit: String,
+    },
 }
 
 impl Error {
@@ -173,4 +188,52 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    fn delivery(code: C) -> Error {
+        Error::Delivery {
+            topic: "t".into(),
+            partition: 0,
+            source: KafkaError::MessageProduction(code),
+        }
+    }
+
+    #[test]
+    fn outages_are_retried_and_refusals_are_not() {
+        assert!(Error::BrokerUnavailable("down".into()).is_transient());
+        assert!(Error::DeliveryTimeout {
+            topic: "t".into(),
+            partition: 1,
+            record: "r".into(),
+            ms: 3000
+        }
+        .is_transient());
+        assert!(delivery(C::MessageTimedOut).is_transient());
+        assert!(delivery(C::Fatal).is_transient());
+        // a record the broker refuses for its size is refused again after a reconnect
+        assert!(!delivery(C::MessageSizeTooLarge).is_transient());
+        let big = Error::RecordTooLarge {
+            what: "`shop`.`product`".into(),
+            position: "mariadb-bin.000001:4242".into(),
+            record: "1:4242:0:0".into(),
+            size: 30_110,
+            limit: "message.max.bytes=20000".into(),
+        };
+        assert!(!big.is_transient());
+        let msg = big.to_string();
+        for part in [
+            "`shop`.`product`",
+            "mariadb-bin.000001:4242",
+            "30110 bytes",
+            "message.max.bytes=20000",
+        ] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+    }
 }

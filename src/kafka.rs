@@ -287,6 +287,17 @@ pub fn close_consumer<C: rdkafka::consumer::ConsumerContext>(
     closed
 }
 
+/// The producer's message size limit as configured, for error messages.
+pub fn message_max_bytes(extra: &[String]) -> String {
+    crate::config::parse_kafka_options(extra)
+        .ok()
+        .and_then(|o| o.into_iter().rev().find(|(k, _)| k == "message.max.bytes"))
+        .map_or_else(
+            || "message.max.bytes=1000000, librdkafka's default".to_string(),
+            |(_, v)| format!("message.max.bytes={v}"),
+        )
+}
+
 /// Headers of a record.
 pub fn pos_headers(pos: &SourcePos, snapshot_key: Option<&SortKey>) -> OwnedHeaders {
     let h = OwnedHeaders::new().insert(Header {
@@ -351,6 +362,18 @@ mod tests {
         for (data, want) in cases {
             assert_eq!(murmur2(data), want, "{:?}", std::str::from_utf8(data));
         }
+    }
+
+    #[test]
+    fn message_size_limit_is_named_as_configured() {
+        assert_eq!(
+            message_max_bytes(&[]),
+            "message.max.bytes=1000000, librdkafka's default"
+        );
+        assert_eq!(
+            message_max_bytes(&["linger.ms=1".into(), "message.max.bytes=20000".into()]),
+            "message.max.bytes=20000"
+        );
     }
 
     #[test]

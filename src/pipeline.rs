@@ -319,6 +319,7 @@ async fn session(
         cfg.timestamp_column.clone(),
         last_updated,
     );
+    streamer.max_message_bytes = kafka::message_max_bytes(&cfg.kafka_options);
     streamer.delivery_timeout = Duration::from_millis(cfg.delivery_timeout_ms.max(1));
     let reader = async {
         let r = async {
@@ -350,6 +351,7 @@ async fn session(
         writer,
         last,
         &cfg.topic,
+        &cfg.kafka_options,
         cfg.delivery_timeout_ms.max(1),
     );
     tokio::pin!(reader, tracker);
@@ -385,6 +387,7 @@ async fn track_acks(
     writer: &CheckpointWriter,
     last: &watch::Sender<Option<Checkpoint>>,
     topic: &str,
+    kafka_options: &[String],
     delivery_timeout_ms: u64,
 ) -> Result<()> {
     let mut logged = Instant::now();
@@ -395,6 +398,7 @@ async fn track_acks(
                 fut,
                 partition,
                 pos,
+                size,
                 deadline,
             } => match tokio::time::timeout_at(deadline, fut).await {
                 Err(_) => {
@@ -407,6 +411,27 @@ async fn track_acks(
                 }
                 Ok(fut) => match fut {
                     Ok(Ok(_)) => acked += 1,
+                    Ok(Err((e, _)))
+                        if matches!(
+                            e.rdkafka_error_code(),
+                            Some(
+                                rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge
+                                    | rdkafka::types::RDKafkaErrorCode::MessageBatchTooLarge
+                            )
+                        ) =>
+                    {
+                        // refused by the broker: definite, never skipped
+                        return Err(Error::RecordTooLarge {
+                            what: format!("{topic} partition {partition}"),
+                            position: format!("file #{} offset {}", pos.file_seq, pos.pos),
+                            record: pos.to_string(),
+                            size,
+                            limit: format!(
+                                "{} here; the broker refused it: {e}",
+                                kafka::message_max_bytes(kafka_options)
+                            ),
+                        });
+                    }
                     Ok(Err((e, _))) => {
                         return Err(Error::Delivery {
                             topic: topic.to_string(),

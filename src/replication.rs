@@ -63,8 +63,9 @@ pub enum Ack {
     Record {
         fut: DeliveryFuture,
         partition: i32,
-        /// The record's source position, named if it is not acknowledged.
+        /// The record's source position and size, named if the broker refuses it.
         pos: SourcePos,
+        size: usize,
         /// When the session gives up waiting for the acknowledgement (`--delivery-timeout-ms`).
         deadline: tokio::time::Instant,
     },
@@ -96,6 +97,8 @@ pub struct Streamer<'a> {
     pub published: &'a mut HashSet<[u8; 8]>,
     pub timestamp_column: String,
     pub stats: StreamStats,
+    /// The configured message size limit, named when a record exceeds it.
+    pub max_message_bytes: String,
     /// How long a record may wait for its acknowledgement (`--delivery-timeout-ms`).
     pub delivery_timeout: Duration,
     /// Highest `last_updated` seen, carried into checkpoints.
@@ -208,6 +211,7 @@ impl<'a> Streamer<'a> {
             published,
             timestamp_column,
             stats: StreamStats::default(),
+            max_message_bytes: "message.max.bytes".into(),
             delivery_timeout: Duration::from_secs(30),
             last_updated_us,
             file: String::new(),
@@ -818,6 +822,7 @@ impl<'a> Streamer<'a> {
         if let Some(p) = payload {
             rec = rec.payload(p);
         }
+        let size = payload.map_or(0, <[u8]>::len) + key.len();
         let fut = loop {
             match self.producer.send_result(rec) {
                 Ok(f) => break f,
@@ -826,13 +831,12 @@ impl<'a> Streamer<'a> {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                    return Err(Error::Binlog {
-                        position: pos.to_string(),
-                        msg: format!(
-                            "the record ({} bytes) is larger than the producer's message.max.bytes; \
-                             raise it with --kafka-option message.max.bytes=N (and the topic's max.message.bytes)",
-                            payload.map_or(0, <[u8]>::len) + key.len()
-                        ),
+                    return Err(Error::RecordTooLarge {
+                        what: format!("`{}`.`{}`", self.facts.schema.db, self.facts.schema.table),
+                        position: self.here(pos.pos),
+                        record: pos.to_string(),
+                        size,
+                        limit: self.max_message_bytes.clone(),
                     })
                 }
                 Err((e, _)) => return Err(Error::kafka(format!("producing to {}", self.topic), e)),
@@ -844,6 +848,7 @@ impl<'a> Streamer<'a> {
                 fut,
                 partition,
                 pos,
+                size,
                 deadline: tokio::time::Instant::now() + self.delivery_timeout,
             })
             .await
