@@ -156,6 +156,43 @@ impl Env {
     }
 }
 
+/// Records in a topic, polled cheaply (one client reused; `end_offsets` builds two per call),
+/// so a kill can be timed inside a burst of records.
+struct Progress {
+    consumer: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+    topic: String,
+}
+
+impl Progress {
+    fn new(bootstrap: &str, topic: &str) -> Self {
+        let consumer = rtis::config::kafka_client_config(bootstrap, &[])
+            .unwrap()
+            .set("group.id", "rtis-test-progress")
+            .create()
+            .unwrap();
+        Self {
+            consumer: std::sync::Arc::new(consumer),
+            topic: topic.to_string(),
+        }
+    }
+
+    async fn total(&self) -> i64 {
+        let (c, t) = (self.consumer.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::Consumer;
+            (0..3)
+                .map(|p| {
+                    c.fetch_watermarks(&t, p, Duration::from_secs(20))
+                        .unwrap()
+                        .1
+                })
+                .sum()
+        })
+        .await
+        .unwrap()
+    }
+}
+
 async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
@@ -447,29 +484,33 @@ async fn binlog_rotation_mid_stream() {
 
 /// kill -9 the producer binary while it sends the records of one 10k-row transaction (insert,
 /// update or delete of 10k rows), several times per transaction, and restart it: each row's
-/// change arrives exactly once. `RTIS_LONG=1`: 10 transactions × 5 kills.
+/// change arrives exactly once. CI: 4 kills, 2 per transaction; `RTIS_LONG=1`: 50 kills, up to 5
+/// per transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_inside_a_10k_row_transaction() {
     const ROWS: u64 = 10_000;
-    let txns = if long_mode() { 10 } else { 2 };
-    let kills_per_txn = iterations(2, 5);
+    // kills in all; transactions follow until that many landed (a kill is skipped when the
+    // records of its transaction are already all in the topic)
+    let want_kills = iterations(4, 50);
+    let kills_per_txn = if long_mode() { 5 } else { 2 };
     let seed = seed();
     eprintln!(
-        "big transaction: seed {seed} (RTIS_SEED={seed} replays), {txns} transactions × {kills_per_txn} kills"
+        "big transaction: seed {seed} (RTIS_SEED={seed} replays), {want_kills} kills, up to {kills_per_txn} per transaction"
     );
     let env = Env::new("bigtxn").await;
-    let bootstrap = env.broker.bootstrap();
     let mut producer = env.spawn(&[]);
     env.wait_streaming(1).await;
+    let progress = Progress::new(&env.broker.bootstrap(), &env.topic);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut ledger = Ledger::new(seed);
     let mut c = env.db.conn(&env.shop).await;
     let (mut kills, mut inside) = (0usize, 0usize);
-    for t in 0..txns {
+    let mut t = 0;
+    while kills < want_kills {
         // blocks of ROWS ids: insert a block, update it, delete it, insert the next...
         let block = (t / 3) as u64;
         let (lo, hi) = (block * ROWS + 1, (block + 1) * ROWS);
-        let base: i64 = end_offsets(&bootstrap, &env.topic).await.iter().sum();
+        let base = progress.total().await;
         let (sql, records) = match t % 3 {
             0 => (
                 format!(
@@ -500,18 +541,23 @@ async fn kill9_inside_a_10k_row_transaction() {
             (id.to_string(), e)
         }));
         let target = base + records as i64;
-        // kill at increasing random points inside this transaction's records
-        for k in 0..kills_per_txn {
-            let span = records as i64 / (kills_per_txn as i64 + 1);
-            let at = base + span * k as i64 + rng.random_range(1..span);
+        // kill at increasing random points inside this transaction's records, each time after
+        // the (restarted) producer sent at least one more of them: it is sending, not starting
+        for k in 0..kills_per_txn.min(want_kills - kills) {
+            let now = progress.total().await;
+            let step = (target - now) / (kills_per_txn - k) as i64;
+            if step < 2 {
+                break;
+            }
+            let at = now + rng.random_range(1..step);
             let reached = eventually(Duration::from_secs(60), "records flowing", || async {
-                let s: i64 = end_offsets(&bootstrap, &env.topic).await.iter().sum();
+                let s = progress.total().await;
                 (s >= at).then_some(s)
             })
             .await;
             producer.kill9();
             kills += 1;
-            let after: i64 = end_offsets(&bootstrap, &env.topic).await.iter().sum();
+            let after = progress.total().await;
             if after < target {
                 inside += 1;
             }
@@ -524,6 +570,11 @@ async fn kill9_inside_a_10k_row_transaction() {
             }
             producer = env.spawn(&[]);
         }
+        t += 1;
+        assert!(
+            t < 4 * want_kills + 4,
+            "{t} transactions but only {kills} kills landed"
+        );
     }
     let (report, _) = env.verify(&ledger).await;
     assert_running(&mut producer, &env);
@@ -541,6 +592,11 @@ async fn kill9_inside_a_10k_row_transaction() {
     assert!(
         inside * 2 >= kills,
         "most kills land inside a transaction's records ({inside} of {kills})"
+    );
+    // each restart after such a kill re-read the transaction and skipped what was sent
+    assert!(
+        skipped >= inside,
+        "{skipped} restarts skipped records, {inside} kills inside a transaction"
     );
 }
 
