@@ -87,7 +87,8 @@ pub struct ProducerConfig {
     pub heartbeat_secs: u64,
 
     /// How long the broker may take to acknowledge a record before the session is restarted
-    /// from the last checkpoint (librdkafka `message.timeout.ms`).
+    /// from the last checkpoint. Enforced by rtis, not by librdkafka's `message.timeout.ms`
+    /// (a record timed out inside librdkafka can leave a gap that later records fill).
     #[arg(long, env = "RTIS_DELIVERY_TIMEOUT_MS", default_value_t = 30_000)]
     pub delivery_timeout_ms: u64,
 

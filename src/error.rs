@@ -78,6 +78,37 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// A record was not acknowledged within `--delivery-timeout-ms` (the broker is down, paused
+    /// or too slow). The session restarts from the checkpoint.
+    #[error(
+        "delivery to {topic} partition {partition} not acknowledged within {ms} ms ({record}): \
+         the broker is down or too slow (--delivery-timeout-ms)"
+    )]
+    DeliveryTimeout {
+        topic: String,
+        partition: i32,
+        record: String,
+        ms: u64,
+    },
+    /// The broker could not be reached or did not answer in time (metadata, partition tails).
+    /// At start this stops the producer; inside the reconnect loop it is retried.
+    #[error("{0}")]
+    BrokerUnavailable(String),
+    /// A record exceeds the producer's (or the broker's) message size limit. Never dropped:
+    /// the producer stops before the checkpoint passes it.
+    #[error(
+        "the record of {what} at binlog {position} (source position {record}) is {size} bytes, \
+         larger than the message size limit ({limit}); rtis stops instead of dropping it, and the \
+         checkpoint stays before it. Raise the limit with --kafka-option message.max.bytes=N (and \
+         the topic's max.message.bytes / the broker's message.max.bytes), then restart"
+    )]
+    RecordTooLarge {
+        what: String,
+        position: String,
+        record: String,
+        size: usize,
+        limit: String,
+    },
 }
 
 impl Error {
@@ -105,7 +136,13 @@ impl Error {
     /// Whether reconnecting and resuming from the checkpoint may fix this.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Mysql { source, .. } => matches!(source, mysql_async::Error::Io(_)),
+            Error::Mysql { source, .. } => match source {
+                mysql_async::Error::Io(_) => true,
+                mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => true,
+                // 1053 server shutdown in progress, 1927 connection killed (a restarting server)
+                mysql_async::Error::Server(s) => matches!(s.code, 1053 | 1927),
+                _ => false,
+            },
             Error::Kafka { source, .. } | Error::Delivery { source, .. } => {
                 use rdkafka::types::RDKafkaErrorCode as C;
                 match source.rdkafka_error_code() {
@@ -123,11 +160,23 @@ impl Error {
                             | C::OperationTimedOut
                             | C::Resolve
                             | C::QueueFull
+                            // the idempotent producer lost its sequence state (e.g. a restarted
+                            // broker): a new session starts a new producer and resumes from the
+                            // checkpoint, skipping what the partitions already hold
+                            | C::Fatal
+                            | C::OutOfOrderSequenceNumber
+                            | C::UnknownProducerId
+                            | C::InvalidProducerEpoch
+                            | C::InvalidProducerIdMapping
+                            | C::PurgeQueue
+                            | C::PurgeInflight
                     ),
                     None => false,
                 }
             }
-            Error::StreamLost { .. } => true,
+            Error::StreamLost { .. }
+            | Error::BrokerUnavailable(_)
+            | Error::DeliveryTimeout { .. } => true,
             Error::Table { inner, .. } => inner.is_transient(),
             _ => false,
         }
@@ -147,4 +196,52 @@ pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    fn delivery(code: C) -> Error {
+        Error::Delivery {
+            topic: "t".into(),
+            partition: 0,
+            source: KafkaError::MessageProduction(code),
+        }
+    }
+
+    #[test]
+    fn outages_are_retried_and_refusals_are_not() {
+        assert!(Error::BrokerUnavailable("down".into()).is_transient());
+        assert!(Error::DeliveryTimeout {
+            topic: "t".into(),
+            partition: 1,
+            record: "r".into(),
+            ms: 3000
+        }
+        .is_transient());
+        assert!(delivery(C::MessageTimedOut).is_transient());
+        assert!(delivery(C::Fatal).is_transient());
+        // a record the broker refuses for its size is refused again after a reconnect
+        assert!(!delivery(C::MessageSizeTooLarge).is_transient());
+        let big = Error::RecordTooLarge {
+            what: "`shop`.`product`".into(),
+            position: "mariadb-bin.000001:4242".into(),
+            record: "1:4242:0:0".into(),
+            size: 30_110,
+            limit: "message.max.bytes=20000".into(),
+        };
+        assert!(!big.is_transient());
+        let msg = big.to_string();
+        for part in [
+            "`shop`.`product`",
+            "mariadb-bin.000001:4242",
+            "30110 bytes",
+            "message.max.bytes=20000",
+        ] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+    }
 }

@@ -69,18 +69,28 @@ pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) as i64 % partitions.max(1) as i64) as i32
 }
 
-/// The idempotent producer: acks=all, in order per partition, bounded delivery time.
+/// The idempotent producer: acks=all, in order per partition, and no gap.
+///
+/// `message_timeout_ms` is librdkafka's local message timeout; the pipeline passes 0 (never)
+/// and enforces its own delivery deadline instead (`--delivery-timeout-ms`). The reason: when a
+/// record times out inside librdkafka, the idempotent producer bumps its epoch and goes on
+/// sending the *later* records, which then land behind a gap. The restarted session would find
+/// a later record at the partition's tail and skip the lost one as "already delivered". With no
+/// local timeout and `enable.gapless.guarantee`, librdkafka never sends a record after one that
+/// failed; rtis fails the session instead, drops the producer (purging what was not sent) and
+/// resumes from the checkpoint.
 pub fn create_producer(
     brokers: &str,
     extra: &[String],
-    delivery_timeout_ms: u64,
+    message_timeout_ms: u64,
 ) -> Result<FutureProducer> {
     let mut cfg = kafka_client_config(brokers, extra)?;
     // user options first, safety settings last: these cannot be overridden
     cfg.set("enable.idempotence", "true")
+        .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
-        .set("message.timeout.ms", delivery_timeout_ms.to_string());
+        .set("message.timeout.ms", message_timeout_ms.to_string());
     if cfg.get("linger.ms").is_none() {
         cfg.set("linger.ms", "5");
     }
@@ -106,7 +116,7 @@ pub fn partition_count(brokers: &str, extra: &[String], topic: &str) -> Result<O
     let md = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
         .map_err(|e| {
-            Error::Preflight(format!(
+            Error::BrokerUnavailable(format!(
                 "--brokers: cannot reach the Kafka broker at {brokers} within {}s ({e}); \
                  expected a reachable Kafka-API broker",
                 METADATA_TIMEOUT.as_secs()
@@ -191,7 +201,11 @@ pub fn read_partition_tails(
     for p in 0..partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, METADATA_TIMEOUT)
-            .map_err(|e| Error::kafka(format!("reading the end offset of {topic}/{p}"), e))?;
+            .map_err(|e| {
+                Error::BrokerUnavailable(format!(
+                    "reading the end offset of {topic}/{p} from {brokers}: {e}"
+                ))
+            })?;
         if high > low {
             tpl.add_partition_offset(topic, p, Offset::Offset(high - 1))
                 .map_err(|e| Error::kafka("building the tail assignment", e))?;
@@ -207,8 +221,8 @@ pub fn read_partition_tails(
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !wanted.is_empty() {
         if std::time::Instant::now() > deadline {
-            return Err(Error::Preflight(format!(
-                "could not read the last record of {topic} partitions {:?} within 30s",
+            return Err(Error::BrokerUnavailable(format!(
+                "could not read the last record of {topic} partitions {:?} from {brokers} within 30s",
                 wanted.keys().collect::<Vec<_>>()
             )));
         }
@@ -273,6 +287,17 @@ pub fn close_consumer<C: rdkafka::consumer::ConsumerContext>(
     closed
 }
 
+/// The producer's message size limit as configured, for error messages.
+pub fn message_max_bytes(extra: &[String]) -> String {
+    crate::config::parse_kafka_options(extra)
+        .ok()
+        .and_then(|o| o.into_iter().rev().find(|(k, _)| k == "message.max.bytes"))
+        .map_or_else(
+            || "message.max.bytes=1000000, librdkafka's default".to_string(),
+            |(_, v)| format!("message.max.bytes={v}"),
+        )
+}
+
 /// Headers of a record.
 pub fn pos_headers(pos: &SourcePos, snapshot_key: Option<&SortKey>) -> OwnedHeaders {
     let h = OwnedHeaders::new().insert(Header {
@@ -288,26 +313,32 @@ pub fn pos_headers(pos: &SourcePos, snapshot_key: Option<&SortKey>) -> OwnedHead
     }
 }
 
-/// Publishes a writer schema to the schema topic (keyed by fingerprint) and waits for the ack.
+/// Publishes a writer schema to the schema topic (keyed by fingerprint) and waits for the ack,
+/// at most `timeout`.
 pub async fn publish_schema(
     producer: &FutureProducer,
     schema_topic: &str,
     fingerprint_hex: &str,
     json: &str,
+    timeout: Duration,
 ) -> Result<()> {
     let rec = FutureRecord::to(schema_topic)
         .partition(0)
         .key(fingerprint_hex)
         .payload(json);
-    producer
-        .send(rec, Duration::from_secs(30))
-        .await
-        .map(|_| ())
-        .map_err(|(e, _)| Error::Delivery {
+    match tokio::time::timeout(timeout, producer.send(rec, timeout)).await {
+        Err(_) => Err(Error::DeliveryTimeout {
+            topic: schema_topic.to_string(),
+            partition: 0,
+            record: format!("writer schema {fingerprint_hex}"),
+            ms: timeout.as_millis() as u64,
+        }),
+        Ok(r) => r.map(|_| ()).map_err(|(e, _)| Error::Delivery {
             topic: schema_topic.to_string(),
             partition: 0,
             source: e,
-        })
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -331,6 +362,18 @@ mod tests {
         for (data, want) in cases {
             assert_eq!(murmur2(data), want, "{:?}", std::str::from_utf8(data));
         }
+    }
+
+    #[test]
+    fn message_size_limit_is_named_as_configured() {
+        assert_eq!(
+            message_max_bytes(&[]),
+            "message.max.bytes=1000000, librdkafka's default"
+        );
+        assert_eq!(
+            message_max_bytes(&["linger.ms=1".into(), "message.max.bytes=20000".into()]),
+            "message.max.bytes=20000"
+        );
     }
 
     #[test]

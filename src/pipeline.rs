@@ -142,6 +142,13 @@ async fn run_inner(
         checkpoint = last_rx.borrow().clone().or(checkpoint);
         match res {
             Ok(()) => break Ok(()),
+            Err(e) if e.is_transient() && *stop.borrow() => {
+                // a stop was requested and the session ended with an error while draining
+                // (e.g. the broker is down): do not start another session, and say that the
+                // in-flight records were not acknowledged (the checkpoint does not cover them)
+                tracing::warn!(error = %chain(&e), "stopping as requested; records in flight were not acknowledged and will be re-read from the checkpoint on the next start");
+                break Err(e);
+            }
             Err(e) if e.is_transient() => {
                 if started.elapsed() > Duration::from_secs(60) {
                     failures = 0;
@@ -342,8 +349,9 @@ async fn session(
             .await
             .expect("metadata")?
             .ok_or_else(|| Error::Preflight(format!("topic {} disappeared", cfg.topic)))?;
-    let producer =
-        kafka::create_producer(&cfg.brokers, &cfg.kafka_options, cfg.delivery_timeout_ms)?;
+    // librdkafka never times records out (that would leave gaps, see `create_producer`);
+    // the ack tracker enforces --delivery-timeout-ms
+    let producer = kafka::create_producer(&cfg.brokers, &cfg.kafka_options, 0)?;
     let (brokers, extra, topic) = (
         cfg.brokers.clone(),
         cfg.kafka_options.clone(),
@@ -374,6 +382,8 @@ async fn session(
     );
     streamer.metrics = metrics.clone();
     metrics.session_started();
+    streamer.max_message_bytes = kafka::message_max_bytes(&cfg.kafka_options);
+    streamer.delivery_timeout = Duration::from_millis(cfg.delivery_timeout_ms.max(1));
     let reader = async {
         let r = async {
             if let Some((conn, cp)) = snapshot_plan {
@@ -399,16 +409,38 @@ async fn session(
         drop(streamer); // closes the ack queue: the tracker drains what is in flight
         (r, stats)
     };
-    let ((read_res, stats), track_res) = tokio::join!(
-        reader,
-        track_acks(ack_rx, writer, last, &cfg.topic, metrics)
+    let tracker = track_acks(
+        ack_rx,
+        writer,
+        last,
+        &cfg.topic,
+        &cfg.kafka_options,
+        cfg.delivery_timeout_ms.max(1),
+        metrics,
     );
-    tracing::info!(
-        records = stats.records,
-        skipped_duplicates = stats.skipped_duplicates,
-        transactions = stats.transactions,
-        "session ended"
-    );
+    tokio::pin!(reader, tracker);
+    // A failed delivery ends the session at once: the reader is dropped (it may be waiting for
+    // binlog events that never come while the source is idle), nothing after the failed record
+    // is checkpointed, and the next session resumes from the last checkpoint.
+    let (read_res, track_res) = tokio::select! {
+        (r, stats) = &mut reader => {
+            let t = tracker.await;
+            tracing::info!(
+                records = stats.records,
+                skipped_duplicates = stats.skipped_duplicates,
+                transactions = stats.transactions,
+                "session ended"
+            );
+            (r, t)
+        }
+        t = &mut tracker => match t {
+            Err(e) => {
+                tracing::info!("session ended: a record was not acknowledged");
+                (Ok(()), Err(e))
+            }
+            Ok(()) => (reader.await.0, Ok(())),
+        },
+    };
     track_res?;
     read_res
 }
@@ -419,31 +451,70 @@ async fn track_acks(
     writer: &CheckpointWriter,
     last: &watch::Sender<Option<Checkpoint>>,
     topic: &str,
+    kafka_options: &[String],
+    delivery_timeout_ms: u64,
     metrics: &ProducerMetrics,
 ) -> Result<()> {
     let mut logged = Instant::now();
     let mut acked = 0u64;
     while let Some(a) = rx.recv().await {
         match a {
-            Ack::Record { fut, partition, op } => match fut.await {
-                Ok(Ok(_)) => {
-                    acked += 1;
-                    metrics.acked(op, true);
-                }
-                Ok(Err((e, _))) => {
-                    metrics.acked(op, false);
-                    return Err(Error::Delivery {
+            Ack::Record {
+                fut,
+                partition,
+                op,
+                pos,
+                size,
+                deadline,
+            } => match tokio::time::timeout_at(deadline, fut).await {
+                Err(_) => {
+                    return Err(Error::DeliveryTimeout {
                         topic: topic.to_string(),
                         partition,
-                        source: e,
-                    });
-                }
-                Err(_) => {
-                    return Err(Error::StreamLost {
-                        position: topic.to_string(),
-                        msg: "the producer was dropped before acknowledging".into(),
+                        record: format!("record at source position {pos}"),
+                        ms: delivery_timeout_ms,
                     })
                 }
+                Ok(fut) => match fut {
+                    Ok(Ok(_)) => {
+                        acked += 1;
+                        metrics.acked(op, true);
+                    }
+                    Ok(Err((e, _)))
+                        if matches!(
+                            e.rdkafka_error_code(),
+                            Some(
+                                rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge
+                                    | rdkafka::types::RDKafkaErrorCode::MessageBatchTooLarge
+                            )
+                        ) =>
+                    {
+                        // refused by the broker: definite, never skipped
+                        return Err(Error::RecordTooLarge {
+                            what: format!("{topic} partition {partition}"),
+                            position: format!("file #{} offset {}", pos.file_seq, pos.pos),
+                            record: pos.to_string(),
+                            size,
+                            limit: format!(
+                                "{} here; the broker refused it: {e}",
+                                kafka::message_max_bytes(kafka_options)
+                            ),
+                        });
+                    }
+                    Ok(Err((e, _))) => {
+                        return Err(Error::Delivery {
+                            topic: topic.to_string(),
+                            partition,
+                            source: e,
+                        })
+                    }
+                    Err(_) => {
+                        return Err(Error::StreamLost {
+                            position: topic.to_string(),
+                            msg: "the producer was dropped before acknowledging".into(),
+                        })
+                    }
+                },
             },
             Ack::Commit(cp) => {
                 if writer.is_dead() {

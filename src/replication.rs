@@ -65,6 +65,11 @@ pub enum Ack {
         partition: i32,
         /// `c`, `u`, `d`, `r` or `tombstone` (metrics).
         op: &'static str,
+        /// The record's source position and size, named if the broker refuses it.
+        pos: SourcePos,
+        size: usize,
+        /// When the session gives up waiting for the acknowledgement (`--delivery-timeout-ms`).
+        deadline: tokio::time::Instant,
     },
     /// All records queued before this are part of transactions that end at this checkpoint.
     Commit(Checkpoint),
@@ -96,6 +101,10 @@ pub struct Streamer<'a> {
     pub stats: StreamStats,
     /// Shared with the metrics endpoint.
     pub metrics: Arc<crate::metrics::ProducerMetrics>,
+    /// The configured message size limit, named when a record exceeds it.
+    pub max_message_bytes: String,
+    /// How long a record may wait for its acknowledgement (`--delivery-timeout-ms`).
+    pub delivery_timeout: Duration,
     /// Highest `last_updated` seen, carried into checkpoints.
     pub last_updated_us: Option<i64>,
     // state while streaming
@@ -106,6 +115,10 @@ pub struct Streamer<'a> {
     /// The file the stream was requested from, until the server's fake ROTATE confirms it.
     expect_rotate_to: Option<String>,
     tables: HashMap<u64, (TableMapEvent<'static>, Arc<Prepared>)>,
+    /// The captured table's schema as of its last table map (to describe schema changes).
+    last_schema: Option<TableSchema>,
+    /// The last statement that may have changed the captured table, and where it was.
+    last_ddl: Option<(String, String)>,
     buf: Vec<u8>,
     key_buf: Vec<u8>,
 }
@@ -203,6 +216,8 @@ impl<'a> Streamer<'a> {
             timestamp_column,
             stats: StreamStats::default(),
             metrics: Arc::default(),
+            max_message_bytes: "message.max.bytes".into(),
+            delivery_timeout: Duration::from_secs(30),
             last_updated_us,
             file: String::new(),
             gtid: None,
@@ -210,6 +225,8 @@ impl<'a> Streamer<'a> {
             checksum_verified: false,
             expect_rotate_to: None,
             tables: HashMap::new(),
+            last_schema: None,
+            last_ddl: None,
             buf: Vec::with_capacity(512),
             key_buf: Vec::with_capacity(32),
         }
@@ -419,6 +436,8 @@ impl<'a> Streamer<'a> {
                     let lower = trimmed.to_ascii_lowercase();
                     if lower.contains(&self.facts.schema.table.to_ascii_lowercase()) {
                         tracing::info!(position = %self.here(log_pos), statement = %trimmed, "DDL may touch the captured table; later events decode with their own table map");
+                        let stmt: String = trimmed.chars().take(300).collect();
+                        self.last_ddl = Some((self.here(log_pos), stmt));
                     }
                     self.commit(BinlogPosition::new(self.file.clone(), log_pos), ts_ms)
                         .await?;
@@ -435,15 +454,45 @@ impl<'a> Streamer<'a> {
                 let id = t.table_id();
                 let same = self.tables.get(&id).is_some_and(|(old, _)| *old == t);
                 if !same {
-                    let table = TableSchema::from_table_map(
-                        &t,
-                        &self.facts.collations,
-                        &self.facts.key_names,
-                    )
-                    .map_err(|e| Error::Binlog {
-                        position: self.here(log_pos),
-                        msg: e.to_string(),
-                    })?;
+                    let table =
+                        TableSchema::from_table_map(&t, &self.facts.collations).map_err(|e| {
+                            Error::Binlog {
+                                position: self.here(log_pos),
+                                msg: e.to_string(),
+                            }
+                        })?;
+                    let after_ddl = || {
+                        self.last_ddl.as_ref().map_or_else(
+                            || " (the statement that changed it is before this session's start position)".to_string(),
+                            |(at, stmt)| format!(" after `{stmt}` at {at}"),
+                        )
+                    };
+                    if let Some(why) = crate::schema::key_problem(&table) {
+                        return Err(Error::Binlog {
+                            position: self.here(log_pos),
+                            msg: format!(
+                                "table map of a change{}: {why}. rtis stops here instead of guessing a key; \
+                                 the checkpoint stays before this change. Changes made while the table has \
+                                 no primary key cannot be captured: restore the primary key, then start over \
+                                 with a new --state file (a fresh snapshot)",
+                                after_ddl()
+                            ),
+                        });
+                    }
+                    if let Some(old) = &self.last_schema {
+                        let changes = crate::schema::describe_changes(old, &table);
+                        if !changes.is_empty() {
+                            tracing::warn!(
+                                position = %self.here(log_pos),
+                                changes = %changes.join("; "),
+                                "`{}`.`{}` changed{}: later records use a new writer schema",
+                                table.db,
+                                table.table,
+                                after_ddl()
+                            );
+                        }
+                    }
+                    self.last_schema = Some(table.clone());
                     let prepared = Prepared::new(table, &self.timestamp_column)?;
                     self.publish(&prepared).await?;
                     self.tables.insert(id, (t.into_owned(), Arc::new(prepared)));
@@ -541,6 +590,7 @@ impl<'a> Streamer<'a> {
                     &self.schema_topic,
                     &s.fingerprint_hex(),
                     &s.json,
+                    self.delivery_timeout,
                 )
                 .await?;
                 tracing::info!(fingerprint = %s.fingerprint_hex(), topic = %self.schema_topic, "published writer schema");
@@ -794,6 +844,7 @@ impl<'a> Streamer<'a> {
         if let Some(p) = payload {
             rec = rec.payload(p);
         }
+        let size = payload.map_or(0, <[u8]>::len) + key.len();
         let fut = loop {
             match self.producer.send_result(rec) {
                 Ok(f) => break f,
@@ -802,13 +853,12 @@ impl<'a> Streamer<'a> {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                    return Err(Error::Binlog {
-                        position: pos.to_string(),
-                        msg: format!(
-                            "the record ({} bytes) is larger than the producer's message.max.bytes; \
-                             raise it with --kafka-option message.max.bytes=N (and the topic's max.message.bytes)",
-                            payload.map_or(0, <[u8]>::len) + key.len()
-                        ),
+                    return Err(Error::RecordTooLarge {
+                        what: format!("`{}`.`{}`", self.facts.schema.db, self.facts.schema.table),
+                        position: self.here(pos.pos),
+                        record: pos.to_string(),
+                        size,
+                        limit: self.max_message_bytes.clone(),
                     })
                 }
                 Err((e, _)) => return Err(Error::kafka(format!("producing to {}", self.topic), e)),
@@ -817,7 +867,14 @@ impl<'a> Streamer<'a> {
         self.stats.records += 1;
         self.metrics.sent();
         self.acks
-            .send(Ack::Record { fut, partition, op })
+            .send(Ack::Record {
+                fut,
+                partition,
+                op,
+                pos,
+                size,
+                deadline: tokio::time::Instant::now() + self.delivery_timeout,
+            })
             .await
             .map_err(|_| Error::StreamLost {
                 position: pos.to_string(),

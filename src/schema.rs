@@ -201,11 +201,12 @@ impl TableSchema {
     /// Builds the schema from a TABLE_MAP event written with `binlog_row_metadata=FULL`.
     ///
     /// `collations` maps collation ids to charset names (from `information_schema.COLLATIONS`).
-    /// `fallback_key` names the key columns to use when the event carries no primary-key metadata.
+    /// With FULL metadata the event names the primary-key columns whenever the table has a
+    /// primary key, so an empty `key` means the table has none (at the time the event was
+    /// written): the caller decides what to do (see [`key_problem`]); no key is guessed here.
     pub fn from_table_map(
         tme: &TableMapEvent<'_>,
         collations: &HashMap<u16, String>,
-        fallback_key: &[String],
     ) -> Result<Self> {
         let db = tme.database_name().into_owned();
         let table = tme.table_name().into_owned();
@@ -298,29 +299,172 @@ impl TableSchema {
                 nullable,
             });
         }
-        let mut key: Vec<usize> = extractor
+        let key: Vec<usize> = extractor
             .iter_primary_key()
             .filter_map(|k| k.ok())
             .map(|k| k as usize)
             .filter(|&k| k < n)
             .collect();
-        if key.is_empty() {
-            for k in fallback_key {
-                if let Some(i) = columns.iter().position(|c| c.name.eq_ignore_ascii_case(k)) {
-                    key.push(i);
-                }
-            }
-        }
-        if key.is_empty() {
-            return Err(Error::Schema(format!(
-                "`{db}`.`{table}` has no primary key in the binlog's table map; rtis keys records by primary key"
-            )));
-        }
         Ok(Self {
             db,
             table,
             columns,
             key,
         })
+    }
+}
+
+impl TableSchema {
+    /// Names of the primary-key columns, in key order.
+    pub fn key_names(&self) -> Vec<&str> {
+        self.key
+            .iter()
+            .map(|&i| self.columns[i].name.as_str())
+            .collect()
+    }
+}
+
+/// SQL-ish spelling of a column kind, for messages.
+pub fn kind_name(kind: ColumnKind) -> String {
+    match kind {
+        ColumnKind::Int32 => "INT (32-bit)".into(),
+        ColumnKind::Int64 => "BIGINT / INT UNSIGNED (64-bit)".into(),
+        ColumnKind::UInt64 => "BIGINT UNSIGNED".into(),
+        ColumnKind::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
+        ColumnKind::Float => "FLOAT".into(),
+        ColumnKind::Double => "DOUBLE".into(),
+        ColumnKind::String(_) => "text".into(),
+        ColumnKind::Bytes => "binary".into(),
+        ColumnKind::Timestamp => "TIMESTAMP".into(),
+        ColumnKind::DateTime => "DATETIME".into(),
+        ColumnKind::Date => "DATE".into(),
+    }
+}
+
+/// What changed between two versions of a table, column by column (for the log line that
+/// accompanies a new writer schema). Empty when nothing visible to Avro changed.
+pub fn describe_changes(old: &TableSchema, new: &TableSchema) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in &old.columns {
+        match new
+            .columns
+            .iter()
+            .find(|n| n.name.eq_ignore_ascii_case(&c.name))
+        {
+            None => out.push(format!("column {} dropped", c.name)),
+            Some(n) if n.kind != c.kind => out.push(format!(
+                "column {} changed type from {} to {}",
+                c.name,
+                kind_name(c.kind),
+                kind_name(n.kind)
+            )),
+            Some(n) if n.nullable != c.nullable => out.push(format!(
+                "column {} is now {}",
+                c.name,
+                if n.nullable { "NULL" } else { "NOT NULL" }
+            )),
+            Some(_) => {}
+        }
+    }
+    for n in &new.columns {
+        if !old
+            .columns
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(&n.name))
+        {
+            out.push(format!("column {} added ({})", n.name, kind_name(n.kind)));
+        }
+    }
+    if old.key_names() != new.key_names() {
+        out.push(format!(
+            "primary key changed from ({}) to ({})",
+            old.key_names().join(", "),
+            new.key_names().join(", ")
+        ));
+    }
+    out
+}
+
+/// Why records of `new` cannot be keyed, if they cannot: the table has no primary key.
+///
+/// Records are keyed (and partitioned, and compacted) by the primary key; without one there is
+/// no key to compute, and guessing one (the key rtis started with, or a unique index) would
+/// silently change what a key means for consumers. So this is a reason to stop.
+pub fn key_problem(new: &TableSchema) -> Option<String> {
+    new.key.is_empty().then(|| {
+        format!(
+            "`{}`.`{}` has no primary key any more: records are keyed by the primary key, so their \
+             key cannot be computed",
+            new.db, new.table
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, kind: ColumnKind, nullable: bool) -> ColumnSpec {
+        ColumnSpec {
+            name: name.into(),
+            kind,
+            nullable,
+        }
+    }
+
+    fn product(price: ColumnKind, key: Vec<usize>) -> TableSchema {
+        TableSchema {
+            db: "shop".into(),
+            table: "product".into(),
+            columns: vec![
+                col("id", ColumnKind::UInt64, false),
+                col("name", ColumnKind::String(Charset::Utf8), false),
+                col("price", price, false),
+            ],
+            key,
+        }
+    }
+
+    const PRICE: ColumnKind = ColumnKind::Decimal {
+        precision: 10,
+        scale: 2,
+    };
+
+    #[test]
+    fn a_type_change_is_described_by_column() {
+        let old = product(PRICE, vec![0]);
+        let new = product(
+            ColumnKind::Decimal {
+                precision: 12,
+                scale: 4,
+            },
+            vec![0],
+        );
+        assert_eq!(
+            describe_changes(&old, &new),
+            vec!["column price changed type from DECIMAL(10,2) to DECIMAL(12,4)"]
+        );
+        assert!(describe_changes(&old, &old).is_empty());
+        let mut added = old.clone();
+        added.columns.push(col("stock", ColumnKind::Int32, true));
+        assert_eq!(
+            describe_changes(&old, &added),
+            vec!["column stock added (INT (32-bit))"]
+        );
+        assert_eq!(describe_changes(&added, &old), vec!["column stock dropped"]);
+    }
+
+    #[test]
+    fn a_dropped_primary_key_is_a_reason_to_stop() {
+        let keyed = product(PRICE, vec![0]);
+        assert_eq!(key_problem(&keyed), None);
+        let keyless = product(PRICE, vec![]);
+        let why = key_problem(&keyless).expect("no key");
+        assert!(why.contains("`shop`.`product`"), "{why}");
+        assert!(why.contains("no primary key"), "{why}");
+        assert_eq!(
+            describe_changes(&keyed, &keyless),
+            vec!["primary key changed from (id) to ()"]
+        );
     }
 }

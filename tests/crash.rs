@@ -150,66 +150,21 @@ async fn kill9_producer_during_writes_loses_and_duplicates_nothing() {
         "producer panicked:\n{log_text}"
     );
 
-    // exactly once: as many records as committed changes, and each source position once
-    let mut positions = std::collections::HashSet::new();
-    let mut per_key: BTreeMap<u64, Vec<&serde_json::Value>> = BTreeMap::new();
-    for l in &lines {
-        let id: u64 = l["key"]["id"].as_str().unwrap().parse().unwrap();
-        per_key.entry(id).or_default().push(l);
-        if l["op"] != "tombstone" {
-            let p = (
-                l["source"]["file"].clone(),
-                l["source"]["pos"].clone(),
-                l["source"]["row"].clone(),
-                l["op"].clone(),
-            );
-            assert!(
-                positions.insert(p.clone()),
-                "duplicate record at {p:?} (seed {seed})"
-            );
-        }
-    }
-    let lost = expected as i64 - lines.len() as i64;
-    assert_eq!(
-        lines.len(),
-        expected,
-        "lost/extra records: {lost} (seed {seed})"
-    );
+    // the verifier: nothing lost, nothing duplicated, order per key, fold == table
+    let mut expected_ledger = common::ledger::Ledger::new(seed);
     for (id, ops) in &ledger {
-        let got: Vec<char> = per_key
-            .get(id)
-            .map(|v| {
-                v.iter()
-                    .map(|l| match l["op"].as_str().unwrap() {
-                        "tombstone" => 't',
-                        o => o.chars().next().unwrap(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        assert_eq!(&got, ops, "key {id}: ops in order (seed {seed})");
-        // source positions strictly increase per key
-        let mut last: Option<(u64, u64, u64)> = None;
-        for l in per_key[id].iter().filter(|l| l["op"] != "tombstone") {
-            let file = l["source"]["file"].as_str().unwrap();
-            let seq: u64 = file.rsplit('.').next().unwrap().parse().unwrap();
-            let p = (
-                seq,
-                l["source"]["pos"].as_u64().unwrap(),
-                l["source"]["row"].as_u64().unwrap(),
-            );
-            assert!(
-                last.is_none_or(|q| p > q),
-                "key {id}: position {p:?} after {last:?} (seed {seed})"
-            );
-            last = Some(p);
+        for o in ops.iter().filter(|o| **o != 't') {
+            let e = match o {
+                'c' => common::ledger::Expected::Create(serde_json::json!({})),
+                'u' => common::ledger::Expected::Update(serde_json::json!({})),
+                _ => common::ledger::Expected::Delete,
+            };
+            expected_ledger.push(id.to_string(), e);
         }
     }
-    assert_eq!(
-        fold(&lines),
-        table_state(&db, &shop).await,
-        "final state (seed {seed})"
-    );
+    let report = common::ledger::verify(&expected_ledger, &lines, &table_state(&db, &shop).await);
+    eprintln!("{}", report.summary("crash (producer kill -9)", iterations));
+    report.assert_ok("crash test");
     // kills can land before a session streams (during preflight); most must land mid-stream
     let sessions = log_text.matches("session starting").count();
     let resumed_past_duplicates = log_text

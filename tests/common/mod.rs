@@ -3,6 +3,8 @@
 //! and can be killed with SIGKILL and restarted on the same port and data.
 #![allow(dead_code)]
 
+pub mod ledger;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::TcpListener;
@@ -427,18 +429,58 @@ impl Drop for Broker {
     }
 }
 
-/// Kill count and random seed of the crash tests: `RTIS_CRASH_ITERATIONS` (default 20) and
-/// `RTIS_SEED` (default random; printed so a failing run can be replayed).
+/// Whether the opt-in long run is on (`RTIS_LONG=1`): more kills, longer workloads.
+pub fn long_mode() -> bool {
+    std::env::var("RTIS_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Iteration count of a fault test: `RTIS_CRASH_ITERATIONS` if set, else `long` under
+/// `RTIS_LONG=1`, else `short` (what CI runs).
+pub fn iterations(short: usize, long: usize) -> usize {
+    std::env::var("RTIS_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if long_mode() { long } else { short })
+}
+
+/// Random seed of a test: `RTIS_SEED` (replay) or random; print it.
+pub fn seed() -> u64 {
+    std::env::var("RTIS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(rand::random)
+}
+
+/// Kill count and random seed of the crash tests: `RTIS_CRASH_ITERATIONS` (default 20, 50 with
+/// `RTIS_LONG=1`) and `RTIS_SEED` (default random; printed so a failing run can be replayed).
 pub fn crash_params() -> (usize, u64) {
-    let iterations = std::env::var("RTIS_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed = std::env::var("RTIS_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(rand::random);
-    (iterations, seed)
+    (iterations(20, 50), seed())
+}
+
+/// Waits until `topic` holds `expected` records and then stays unchanged for 2 s (so a late
+/// duplicate is seen too), or until it stopped growing for `quiet` below that (fewer arrived:
+/// the verifier reports them lost), or `timeout`; returns how many it holds.
+pub async fn settle(
+    bootstrap: &str,
+    topic: &str,
+    expected: i64,
+    quiet: Duration,
+    timeout: Duration,
+) -> i64 {
+    let deadline = Instant::now() + timeout;
+    let mut last = (-1, Instant::now());
+    loop {
+        let n: i64 = end_offsets(bootstrap, topic).await.iter().sum();
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if (n >= expected && last.1.elapsed() > Duration::from_secs(2))
+            || last.1.elapsed() > quiet
+            || Instant::now() > deadline
+        {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Waits until `topic` holds at least `min` records; returns how many it holds.
