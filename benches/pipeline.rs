@@ -659,21 +659,26 @@ async fn bench() {
     let bulk = env_num("RTIS_BENCH_BULK", 1_000_000) / scale;
     let mut report = Report(Vec::new());
     eprintln!("bench: machine {}", machine());
+    // RTIS_BENCH_SECTIONS=avro,oltp,bulk,snapshot,consumer,latency (default: all)
+    let sections = std::env::var("RTIS_BENCH_SECTIONS").unwrap_or_default();
+    let on = |name: &str| sections.is_empty() || sections.split(',').any(|s| s.trim() == name);
 
     // Avro encoding, no I/O
     let mut avro_rates = Vec::new();
     let mut size = 0;
-    for _ in 0..runs {
+    for _ in 0..if on("avro") { runs } else { 1 } {
         let (r, s) = avro_bench(2_000_000 / scale);
         avro_rates.push(r);
         size = s;
     }
-    report.add(
-        "Avro encode (update envelope + key, one thread)",
-        fmt_rate(&avro_rates),
-        "target 2M/s".into(),
-        format!("{:.2}", summary(&avro_rates).0 / 2e6),
-    );
+    if on("avro") {
+        report.add(
+            "Avro encode (update envelope + key, one thread)",
+            fmt_rate(&avro_rates),
+            "target 2M/s".into(),
+            format!("{:.2}", summary(&avro_rates).0 / 2e6),
+        );
+    }
 
     let env = Env {
         db: MariaDb::start(),
@@ -744,17 +749,19 @@ async fn bench() {
 
     // close the file: the catch-up reads exactly this workload
     fresh_binlog(&mut c).await;
-    catch_up_section(
-        &env,
-        &mut report,
-        "OLTP",
-        &oltp_file,
-        oltp_records,
-        ("txn", txns),
-        size,
-        runs,
-    )
-    .await;
+    if on("oltp") {
+        catch_up_section(
+            &env,
+            &mut report,
+            "OLTP",
+            &oltp_file,
+            oltp_records,
+            ("txn", txns),
+            size,
+            runs,
+        )
+        .await;
+    }
 
     // bulk: rows inserted in 10 large transactions
     let bulk_file = fresh_binlog(&mut c).await;
@@ -777,126 +784,142 @@ async fn bench() {
     );
     fresh_binlog(&mut c).await;
 
-    let bulk_floor = catch_up_section(
-        &env,
-        &mut report,
-        "bulk",
-        &bulk_file,
-        (per * 10) as i64,
-        ("rows", per * 10),
-        size,
-        runs,
-    )
-    .await;
+    let bulk_floor = if !on("bulk") {
+        0.0
+    } else {
+        catch_up_section(
+            &env,
+            &mut report,
+            "bulk",
+            &bulk_file,
+            (per * 10) as i64,
+            ("rows", per * 10),
+            size,
+            runs,
+        )
+        .await
+    };
 
     // snapshot of the whole table vs SELECT
-    let rows: u64 = c
-        .query_first("SELECT COUNT(*) FROM product")
-        .await
-        .unwrap()
-        .unwrap();
-    let mut ours = Vec::new();
-    let mut select = Vec::new();
-    let mut snap_rss: f64 = 0.0;
-    for run in 0..runs {
-        let mut q = env.client("mariadb");
-        q.args([
-            "--quick",
-            &env.shop,
-            "-e",
-            "SELECT id, name, category, price, last_updated FROM product",
-        ]);
-        select.push(rows as f64 / timed(q));
-        let topic = unique(&format!("bench_snapshot_{run}"));
-        let state = env.dir.path().join(format!("{topic}.sqlite"));
-        let start = Instant::now();
-        let mut child = env.producer(&topic, &state, &["--snapshot", "snapshot-only"]);
-        let mut peak: f64 = 0.0;
-        loop {
-            peak = peak.max(proc_usage(child.id()).1);
-            if let Some(st) = child.try_wait().unwrap() {
-                assert!(st.success(), "snapshot-only failed");
-                break;
+    if on("snapshot") {
+        let rows: u64 = c
+            .query_first("SELECT COUNT(*) FROM product")
+            .await
+            .unwrap()
+            .unwrap();
+        let mut ours = Vec::new();
+        let mut select = Vec::new();
+        let mut snap_rss: f64 = 0.0;
+        for run in 0..runs {
+            let mut q = env.client("mariadb");
+            q.args([
+                "--quick",
+                &env.shop,
+                "-e",
+                "SELECT id, name, category, price, last_updated FROM product",
+            ]);
+            select.push(rows as f64 / timed(q));
+            let topic = unique(&format!("bench_snapshot_{run}"));
+            let state = env.dir.path().join(format!("{topic}.sqlite"));
+            let start = Instant::now();
+            let mut child = env.producer(&topic, &state, &["--snapshot", "snapshot-only"]);
+            let mut peak: f64 = 0.0;
+            loop {
+                peak = peak.max(proc_usage(child.id()).1);
+                if let Some(st) = child.try_wait().unwrap() {
+                    assert!(st.success(), "snapshot-only failed");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            ours.push(rows as f64 / start.elapsed().as_secs_f64());
+            snap_rss = snap_rss.max(peak);
+            Watermarks::new(&env.broker.bootstrap(), &topic)
+                .wait_for(rows as i64, Duration::from_secs(60));
         }
-        ours.push(rows as f64 / start.elapsed().as_secs_f64());
-        snap_rss = snap_rss.max(peak);
-        Watermarks::new(&env.broker.bootstrap(), &topic)
-            .wait_for(rows as i64, Duration::from_secs(60));
-    }
-    report.add(
+        report.add(
         &format!("snapshot of {rows} rows (rows/s) vs `mariadb --quick -e SELECT` (peak RSS {snap_rss:.0} MiB)"),
         fmt_rate(&ours),
         fmt_rate(&select),
         format!("{:.2}", summary(&ours).0 / summary(&select).0),
     );
-    report.add(
-        "snapshot (rows/s to broker ack) vs the bulk produce floor",
-        fmt_rate(&ours),
-        format!("{bulk_floor:.0}/s"),
-        format!("{:.2}", summary(&ours).0 / bulk_floor),
-    );
-
-    // consumer: the bulk topic of the last catch-up run to fsynced JSON lines
-    let bulk_topic = unique("bench_consumer");
-    {
-        let state = env.dir.path().join(format!("{bulk_topic}.sqlite"));
-        let out = Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
-            .args(["reset", "--state", state.to_str().unwrap()])
-            .arg("--to-position")
-            .arg(format!("{bulk_file}:4"))
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let mut p = env.producer(&bulk_topic, &state, &["--snapshot", "never"]);
-        Watermarks::new(&env.broker.bootstrap(), &bulk_topic)
-            .wait_for((per * 10) as i64, Duration::from_secs(1800));
-        stop(&mut p);
-    }
-    let mut crates = Vec::new();
-    let mut c_rss: f64 = 0.0;
-    for run in 0..runs {
-        let out = env.dir.path().join(format!("out{run}"));
-        let port = free_port();
-        let start = Instant::now();
-        let mut child = Guard(
-            Command::new(env!("CARGO_BIN_EXE_rtis-consumer"))
-                .args(["--brokers", &env.broker.bootstrap(), "--topic", &bulk_topic])
-                .args(["--group", &unique("bench_group"), "--out-dir"])
-                .arg(&out)
-                .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+        report.add(
+            "snapshot (rows/s to broker ack) vs the bulk produce floor",
+            fmt_rate(&ours),
+            format!("{bulk_floor:.0}/s"),
+            format!("{:.2}", summary(&ours).0 / bulk_floor),
         );
-        let want = (per * 10) as f64;
-        loop {
-            c_rss = c_rss.max(proc_usage(child.id()).1);
-            let written = scrape_sum(port, "rtis_consumer_records_written_total");
-            if written >= want {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(1800),
-                "consumer stalled at {written}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        crates.push(want / start.elapsed().as_secs_f64());
-        stop(&mut child);
     }
-    report.add(
-        &format!("consumer: records/s to fsynced JSON lines (peak RSS {c_rss:.0} MiB)"),
-        fmt_rate(&crates),
-        "-".into(),
-        "-".into(),
-    );
+
+    // consumer: the bulk workload re-streamed into a topic, to fsynced JSON lines
+    if on("consumer") {
+        let bulk_topic = unique("bench_consumer");
+        {
+            let state = env.dir.path().join(format!("{bulk_topic}.sqlite"));
+            let out = Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
+                .args(["reset", "--state", state.to_str().unwrap()])
+                .arg("--to-position")
+                .arg(format!("{bulk_file}:4"))
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            let mut p = env.producer(&bulk_topic, &state, &["--snapshot", "never"]);
+            Watermarks::new(&env.broker.bootstrap(), &bulk_topic)
+                .wait_for((per * 10) as i64, Duration::from_secs(1800));
+            stop(&mut p);
+        }
+        let mut crates = Vec::new();
+        let mut c_rss: f64 = 0.0;
+        for run in 0..runs {
+            let out = env.dir.path().join(format!("out{run}"));
+            let port = free_port();
+            let start = Instant::now();
+            let mut child = Guard(
+                Command::new(env!("CARGO_BIN_EXE_rtis-consumer"))
+                    .args(["--brokers", &env.broker.bootstrap(), "--topic", &bulk_topic])
+                    .args(["--group", &unique("bench_group"), "--out-dir"])
+                    .arg(&out)
+                    .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+                    .env("RUST_LOG", "info,rdkafka=warn")
+                    .stdout(Stdio::null())
+                    .stderr(
+                        std::fs::File::create(env.dir.path().join(format!("consumer{run}.log")))
+                            .unwrap(),
+                    )
+                    .spawn()
+                    .unwrap(),
+            );
+            let want = (per * 10) as f64;
+            loop {
+                c_rss = c_rss.max(proc_usage(child.id()).1);
+                let written = scrape_sum(port, "rtis_consumer_records_written_total");
+                if written >= want {
+                    break;
+                }
+                let exited = child.try_wait().unwrap();
+                if exited.is_some() || start.elapsed() > Duration::from_secs(600) {
+                    let log =
+                        std::fs::read_to_string(env.dir.path().join(format!("consumer{run}.log")))
+                            .unwrap_or_default();
+                    panic!(
+                        "consumer stalled at {written} records (exit {exited:?}); its log:\n{log}"
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            crates.push(want / start.elapsed().as_secs_f64());
+            stop(&mut child);
+        }
+        report.add(
+            &format!("consumer: records/s to fsynced JSON lines (peak RSS {c_rss:.0} MiB)"),
+            fmt_rate(&crates),
+            "-".into(),
+            "-".into(),
+        );
+    }
 
     // latency at steady rates
-    for rate in [1000u64, 5000] {
+    for rate in [1000u64, 5000].into_iter().filter(|_| on("latency")) {
         // bulk rows: never deleted, so every update changes a row
         let secs = if quick { 5 } else { 10 };
         let lat = latency_run(&env, rate, secs, per * 10).await;
@@ -943,6 +966,11 @@ fn scrape_sum(port: u16, metric: &str) -> f64 {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this binary too (without `--bench`): nothing to check there
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("rtis benchmark: run it with `cargo bench --bench pipeline`");
+        return;
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
