@@ -228,3 +228,72 @@ fn the_binary_exits_non_zero_with_the_message() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&help.stdout).contains("hunter2-secret"));
 }
+
+/// TLS to the source: a user that `REQUIRE SSL` is refused in plain text and served with
+/// `?require_ssl=true` (self-signed certificate: `&verify_ca=false`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_source_is_turned_on_by_the_url() {
+    let certs = tempfile::tempdir().unwrap();
+    let (key, cert) = (certs.path().join("key.pem"), certs.path().join("cert.pem"));
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let (k, c) = (
+        format!("--ssl-key={}", key.display()),
+        format!("--ssl-cert={}", cert.display()),
+    );
+    let db = MariaDb::start_with(&[&k, &c]);
+    let broker = Broker::start();
+    let shop = db.create_shop().await;
+    db.exec(&shop, "ALTER USER 'rtis'@'%' REQUIRE SSL").await;
+    db.exec(
+        &shop,
+        "INSERT INTO product (id, name, price) VALUES (1, 'tls', 1)",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("tls");
+    let mut cfg = producer_config(
+        &db,
+        &shop,
+        &broker,
+        &topic,
+        &dir.path().join("plain.sqlite"),
+    );
+    cfg.snapshot = rtis::config::SnapshotMode::SnapshotOnly;
+    let err = rtis::pipeline::run(cfg.clone(), std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        rtis::error::chain(&err).contains("Access denied"),
+        "{}",
+        rtis::error::chain(&err)
+    );
+    cfg.mysql_url = format!("{}?require_ssl=true&verify_ca=false", db.url("rtis", &shop));
+    cfg.state = dir.path().join("tls.sqlite");
+    rtis::pipeline::run(cfg, std::future::pending())
+        .await
+        .unwrap_or_else(|e| panic!("over TLS: {}", rtis::error::chain(&e)));
+    let lines = drain_topic(&broker.bootstrap(), &topic, 1, Duration::from_secs(60)).await;
+    assert_eq!(lines[0]["after"]["name"], "tls");
+}
