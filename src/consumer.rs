@@ -501,17 +501,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let metrics = Arc::new(ConsumerMetrics::new());
-    let server = match &cfg.metrics_addr {
-        Some(addr) => {
-            let listener = crate::metrics::bind(addr).await?;
-            tracing::info!(addr = %addr, "serving Prometheus metrics at /metrics");
-            let m = metrics.clone();
-            Some(tokio::spawn(crate::metrics::serve(listener, move || {
-                m.encode()
-            })))
-        }
-        None => None,
-    };
+    let m = metrics.clone();
+    let _server = crate::metrics::start(cfg.metrics_addr.as_deref(), move || m.encode()).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let watcher = tokio::spawn(async move {
@@ -522,8 +513,5 @@ pub async fn run(
         .await
         .expect("consumer thread panicked");
     watcher.abort();
-    if let Some(s) = server {
-        s.abort();
-    }
     res
 }

@@ -365,8 +365,31 @@ impl ConsumerMetrics {
     }
 }
 
-/// Binds `--metrics-addr` (before anything else starts, so a taken port fails fast).
-pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
+/// The `/metrics` endpoint of a running binary; stops serving when dropped.
+pub struct MetricsServer(tokio::task::JoinHandle<()>);
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves `render()` at `--metrics-addr` when one is set. The address is bound before anything
+/// else starts, so a taken port fails fast.
+pub async fn start<F>(addr: Option<&str>, render: F) -> Result<Option<MetricsServer>>
+where
+    F: Fn() -> String + Send + Sync + 'static,
+{
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = bind(addr).await?;
+    tracing::info!(addr = %addr, "serving Prometheus metrics at /metrics");
+    Ok(Some(MetricsServer(tokio::spawn(serve(listener, render)))))
+}
+
+/// Binds `--metrics-addr`.
+async fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
     let parsed: SocketAddr = addr.parse().map_err(|_| {
         Error::Config(format!(
             "--metrics-addr: expected HOST:PORT with an IP address (e.g. 127.0.0.1:9187), found {addr:?}"
@@ -380,7 +403,7 @@ pub async fn bind(addr: &str) -> Result<tokio::net::TcpListener> {
 }
 
 /// Serves `GET /metrics` with `render()`'s output until the task is aborted.
-pub async fn serve<F>(listener: tokio::net::TcpListener, render: F)
+async fn serve<F>(listener: tokio::net::TcpListener, render: F)
 where
     F: Fn() -> String + Send + Sync + 'static,
 {

@@ -39,17 +39,8 @@ pub async fn run(
     cfg.validate()?;
     let tables = cfg.per_table()?;
     let registry = Arc::new(ProducerRegistry::new());
-    let server = match &cfg.metrics_addr {
-        Some(addr) => {
-            let listener = crate::metrics::bind(addr).await?;
-            tracing::info!(addr = %addr, "serving Prometheus metrics at /metrics");
-            let r = registry.clone();
-            Some(tokio::spawn(crate::metrics::serve(listener, move || {
-                r.encode()
-            })))
-        }
-        None => None,
-    };
+    let r = registry.clone();
+    let _server = crate::metrics::start(cfg.metrics_addr.as_deref(), move || r.encode()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
     let on_signal = stop_tx.clone();
@@ -90,9 +81,6 @@ pub async fn run(
         first
     };
     watcher.abort();
-    if let Some(s) = server {
-        s.abort();
-    }
     res
 }
 
