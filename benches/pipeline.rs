@@ -267,10 +267,9 @@ async fn fresh_binlog(c: &mut mysql_async::Conn) -> String {
     row.get::<String, _>(0).unwrap()
 }
 
-/// Streams `file` from its start with the release binary until `records` are acknowledged.
-/// Returns (seconds, cpu seconds, peak RSS MiB).
-fn rtis_catch_up(env: &Env, file: &str, records: i64, run: usize, what: &str) -> (f64, f64, f64) {
-    let topic = unique(&format!("bench_{what}_{run}"));
+/// Starts the release producer streaming `file` from its start into `topic` (a fresh state
+/// file whose checkpoint `reset --to-position` puts at `file:4`).
+fn stream_from_start(env: &Env, file: &str, topic: &str) -> Guard {
     let state = env.dir.path().join(format!("{topic}.sqlite"));
     let out = Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
         .args(["reset", "--state", state.to_str().unwrap()])
@@ -283,8 +282,15 @@ fn rtis_catch_up(env: &Env, file: &str, records: i64, run: usize, what: &str) ->
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    env.producer(topic, &state, &["--snapshot", "never"])
+}
+
+/// Streams `file` from its start with the release binary until `records` are acknowledged.
+/// Returns (seconds, cpu seconds, peak RSS MiB).
+fn rtis_catch_up(env: &Env, file: &str, records: i64, run: usize, what: &str) -> (f64, f64, f64) {
+    let topic = unique(&format!("bench_{what}_{run}"));
     let wm = Watermarks::new(&env.broker.bootstrap(), &topic);
-    let mut child = env.producer(&topic, &state, &["--snapshot", "never"]);
+    let mut child = stream_from_start(env, file, &topic);
     // timed from the first acknowledged record: process start-up (preflight, metadata, the
     // partitions' last records) is not throughput
     let (first, seen) = wm.wait_for(records, Duration::from_secs(1800));
@@ -428,13 +434,7 @@ fn parse_utc(s: &str) -> i64 {
     let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
     let (y, m, d) = (n(0..4), n(5..7), n(8..10));
     let (hh, mm, ss, us) = (n(11..13), n(14..16), n(17..19), n(20..26));
-    // days from civil (Howard Hinnant)
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = rtis::value::days_from_civil(y, m as u32, d as u32);
     ((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + us
 }
 
@@ -855,15 +855,7 @@ async fn bench() {
     if on("consumer") {
         let bulk_topic = unique("bench_consumer");
         {
-            let state = env.dir.path().join(format!("{bulk_topic}.sqlite"));
-            let out = Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
-                .args(["reset", "--state", state.to_str().unwrap()])
-                .arg("--to-position")
-                .arg(format!("{bulk_file}:4"))
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-            let mut p = env.producer(&bulk_topic, &state, &["--snapshot", "never"]);
+            let mut p = stream_from_start(&env, &bulk_file, &bulk_topic);
             Watermarks::new(&env.broker.bootstrap(), &bulk_topic)
                 .wait_for((per * 10) as i64, Duration::from_secs(1800));
             stop(&mut p);
