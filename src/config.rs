@@ -102,6 +102,7 @@ pub struct ProducerConfig {
         long = "kafka-option",
         value_name = "KEY=VALUE",
         env = "RTIS_KAFKA_OPTIONS",
+        hide_env_values = true,
         value_delimiter = ';'
     )]
     pub kafka_options: Vec<String>,
@@ -166,6 +167,7 @@ pub struct ConsumerConfig {
         long = "kafka-option",
         value_name = "KEY=VALUE",
         env = "RTIS_KAFKA_OPTIONS",
+        hide_env_values = true,
         value_delimiter = ';'
     )]
     pub kafka_options: Vec<String>,
@@ -442,7 +444,14 @@ fn apply_config_file(mut cmd: clap::Command, args: &[std::ffi::OsString]) -> Res
             .find(|a| a.get_long() == Some(flag.as_str()))
             .map(|a| a.get_id().clone())
             .expect("known flag");
-        cmd = cmd.mut_arg(id, |a| a.default_values(values).required(false));
+        // a setting whose env value `--help` hides (it may hold a password) keeps its
+        // config-file value out of `--help` too
+        cmd = cmd.mut_arg(id, |a| {
+            let secret = a.is_hide_env_values_set();
+            a.default_values(values)
+                .required(false)
+                .hide_default_value(secret)
+        });
     }
     Ok(cmd)
 }
@@ -488,6 +497,40 @@ mod tests {
         assert_eq!(c.snapshot, SnapshotMode::Never);
         assert_eq!(c.kafka_options, vec!["a=b".to_string(), "c=d".to_string()]);
         assert_eq!(c.table, "product", "built-in default when neither sets it");
+    }
+
+    #[test]
+    fn help_never_shows_a_secret_from_the_config_file() {
+        use clap::CommandFactory;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rtis.toml");
+        std::fs::write(
+            &path,
+            "mysql-url = \"mysql://rtis:hunter2-url@db:3306/shop\"\n\
+             kafka-option = [\"sasl.password=hunter2-sasl\"]\ntopic = \"from_file\"\n",
+        )
+        .unwrap();
+        let args: Vec<std::ffi::OsString> = vec![
+            "rtis-producer".into(),
+            format!("--config={}", path.display()).into(),
+        ];
+        let mut cmd = apply_config_file(P::command(), &args).unwrap();
+        let help = cmd.render_long_help().to_string();
+        assert!(
+            help.contains("from_file"),
+            "a plain setting from the file shows as the default: {help}"
+        );
+        assert!(
+            !help.contains("hunter2"),
+            "a secret from the file leaked into --help: {help}"
+        );
+        // the values still apply
+        let c = parse(&std::fs::read_to_string(&path).unwrap(), &[]).unwrap();
+        assert!(c.mysql_url.contains("hunter2-url"));
+        assert_eq!(
+            c.kafka_options,
+            vec!["sasl.password=hunter2-sasl".to_string()]
+        );
     }
 
     #[test]

@@ -18,6 +18,18 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// Reports the error that stops a binary: one plain line on stderr (`<bin>: error: ...`, with
+/// the cause chain) and, with JSON logs, an `error` event as well, so log collectors see why the
+/// process stopped. Returns the exit code for a definite error (2).
+pub fn fatal(bin: &str, format: LogFormat, e: &crate::Error) -> std::process::ExitCode {
+    let msg = crate::error::chain(e);
+    if format == LogFormat::Json {
+        tracing::error!(error = %msg, "{bin} stopped");
+    }
+    eprintln!("{bin}: error: {msg}");
+    std::process::ExitCode::from(2)
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -38,6 +38,14 @@ pub async fn run(
 ) -> Result<()> {
     cfg.validate()?;
     let tables = cfg.per_table()?;
+    // no URL here: it may hold a password
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        tables = %tables.iter().map(|t| t.table.as_str()).collect::<Vec<_>>().join(","),
+        brokers = %cfg.brokers,
+        state = %cfg.state.display(),
+        "rtis-producer starting"
+    );
     let registry = Arc::new(ProducerRegistry::new());
     let r = registry.clone();
     let _server = crate::metrics::start(cfg.metrics_addr.as_deref(), move || r.encode()).await?;

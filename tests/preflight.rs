@@ -47,6 +47,17 @@ async fn each_bad_input_gets_an_actionable_error() {
     c.mysql_url = format!("mysql://rtis@127.0.0.1:{}/{shop}", free_port());
     assert_has(&run_err(c).await, &["check --mysql-url host and port"]);
 
+    // unknown host
+    let mut c = base();
+    c.mysql_url = format!("mysql://rtis@no-such-host.invalid:3306/{shop}");
+    assert_has(
+        &run_err(c).await,
+        &[
+            "no-such-host.invalid:3306",
+            "check --mysql-url host and port",
+        ],
+    );
+
     // malformed URL
     let mut c = base();
     c.mysql_url = "postgres://nope".into();
@@ -206,27 +217,57 @@ async fn state_file_is_locked_and_its_directory_must_be_writable() {
     );
 }
 
+/// The binary exits 2 with one error line, and a password (from the env var or inside the
+/// URL) appears nowhere in its output, with every log level on, in text and in JSON logs.
 #[test]
 fn the_binary_exits_non_zero_with_the_message() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
-        .env("RTIS_MYSQL_URL", "mysql://rtis@127.0.0.1:1/shop")
-        .env("RTIS_MYSQL_PASSWORD", "hunter2-secret")
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("rtis-producer: error:") && err.contains("--mysql-url"),
-        "{err}"
-    );
-    assert!(!err.contains("hunter2-secret"), "password leaked: {err}");
+    for (url, format) in [
+        ("mysql://rtis@127.0.0.1:1/shop", "text"),
+        ("mysql://rtis:hunter2-in-url@127.0.0.1:1/shop", "json"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
+            .env("RTIS_MYSQL_URL", url)
+            .env("RTIS_MYSQL_PASSWORD", "hunter2-secret")
+            .env("RTIS_LOG_FORMAT", format)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let all = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            err.contains("rtis-producer: error:") && err.contains("--mysql-url"),
+            "{err}"
+        );
+        assert!(!all.contains("hunter2"), "password leaked: {all}");
+        if format == "json" {
+            let logs: Vec<serde_json::Value> = all
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            let event = |level: &str, text: &str| {
+                logs.iter()
+                    .any(|l| l["level"] == level && l["fields"].to_string().contains(text))
+            };
+            assert!(
+                event("INFO", "rtis-producer starting") && event("ERROR", "--mysql-url"),
+                "--log-format json: the start and the stopping error as JSON events: {all}"
+            );
+        }
+    }
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
         .arg("--help")
         .env("RTIS_MYSQL_PASSWORD", "hunter2-secret")
+        .env("RTIS_MYSQL_URL", "mysql://rtis:hunter2-in-url@db:3306/shop")
+        .env("RTIS_KAFKA_OPTIONS", "sasl.password=hunter2-sasl")
         .output()
         .unwrap();
-    assert!(!String::from_utf8_lossy(&help.stdout).contains("hunter2-secret"));
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--mysql-url"), "{help}");
+    assert!(
+        !help.contains("hunter2"),
+        "a secret leaked into --help: {help}"
+    );
 }
 
 /// TLS to the source: a user that `REQUIRE SSL` is refused in plain text and served with

@@ -12,7 +12,8 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli: Cli = rtis::config::parse_args("rtis-consumer");
-    rtis::logging::init(cli.config.log_format);
+    let format = cli.config.log_format;
+    rtis::logging::init(format);
     // on a worker thread, next to the runtime's I/O driver (block_on would hop threads per event)
     let run = tokio::spawn(rtis::consumer::run(
         cli.config,
@@ -20,9 +21,6 @@ async fn main() -> std::process::ExitCode {
     ));
     match run.await.expect("rtis-consumer task panicked") {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rtis-consumer: error: {}", rtis::error::chain(&e));
-            std::process::ExitCode::from(2)
-        }
+        Err(e) => rtis::logging::fatal("rtis-consumer", format, &e),
     }
 }

@@ -48,7 +48,8 @@ async fn main() -> std::process::ExitCode {
         };
     }
     let cli: Cli = rtis::config::parse_args("rtis-producer");
-    rtis::logging::init(cli.config.log_format);
+    let format = cli.config.log_format;
+    rtis::logging::init(format);
     // on a worker thread, next to the runtime's I/O driver (block_on would hop threads per event)
     let run = tokio::spawn(rtis::pipeline::run(
         cli.config,
@@ -56,6 +57,6 @@ async fn main() -> std::process::ExitCode {
     ));
     match run.await.expect("rtis-producer task panicked") {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => fail(e),
+        Err(e) => rtis::logging::fatal("rtis-producer", format, &e),
     }
 }
