@@ -141,6 +141,9 @@ impl CheckpointStore {
                 ))
             })?;
         }
+        // a file that is there before the first open must hold rtis's table (checked below): a
+        // truncated or foreign file is never mistaken for a first start
+        let existed = path.exists();
         let lock = try_lock(path)
             .map_err(|e| {
                 err(format!(
@@ -178,6 +181,15 @@ impl CheckpointStore {
         // a `status` reader may hold SQLite's lock for a moment
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(locked)?;
+        if existed && !has_checkpoint_table(&conn).map_err(locked)? {
+            let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            return Err(err(format!(
+                "the file exists but holds no rtis checkpoint ({size} bytes: truncated, or not an rtis \
+                 state file); refusing to start from an unknown position. Restore it from a backup, or \
+                 delete it to start anew with a snapshot (the topic's last records still prevent \
+                 duplicates)"
+            )));
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(locked)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -186,8 +198,11 @@ impl CheckpointStore {
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(locked)?;
         if check != "ok" {
+            // SQLite's report spans lines; the error is one line
+            let check = check.split_whitespace().collect::<Vec<_>>().join(" ");
             return Err(err(format!(
-                "integrity check failed ({check}); refusing to start from an unknown position"
+                "integrity check failed ({check}); refusing to start from an unknown position. \
+                 Restore it from a backup, or delete it to start anew with a snapshot"
             )));
         }
         conn.execute_batch(
@@ -235,23 +250,15 @@ impl CheckpointStore {
         .map_err(|e| err(format!("cannot open: {e}")))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| err(e.to_string()))?;
-        let has_table: bool =
-            conn.query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'checkpoint'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(|e| {
-                err(format!(
-                    "not a readable rtis checkpoint ({e}); it may be corrupt"
-                ))
-            })? > 0;
+        let has_table = has_checkpoint_table(&conn).map_err(|e| {
+            err(format!(
+                "not a readable rtis checkpoint ({e}); it may be corrupt"
+            ))
+        })?;
         if !has_table {
-            return Ok(Status {
-                checkpoint: None,
-                written_at_ms: None,
-                locked,
-            });
+            return Err(err(
+                "holds no rtis checkpoint table (truncated, or not an rtis state file)".into(),
+            ));
         }
         let written_at_ms = conn
             .query_row(
@@ -316,6 +323,15 @@ impl CheckpointStore {
                 msg: format!("cannot write the checkpoint: {e}"),
             })
     }
+}
+
+fn has_checkpoint_table(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'checkpoint'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
 }
 
 fn load_from(conn: &Connection, path: &Path) -> Result<Option<Checkpoint>> {
@@ -511,6 +527,53 @@ mod tests {
         .unwrap();
         let e = CheckpointStore::open(&path).err().expect("must refuse");
         assert!(e.to_string().contains("corrupt"), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_truncated_or_foreign_file_but_not_a_cleared_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rtis.sqlite");
+        let store = CheckpointStore::open(&path).unwrap();
+        store.save(&cp(100)).unwrap();
+        drop(store);
+        // truncated to nothing (SQLite would happily treat it as a new, empty database)
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        let _ = std::fs::remove_file(dir.path().join("rtis.sqlite-wal"));
+        let e = CheckpointStore::open(&path).err().expect("must refuse");
+        let msg = e.to_string();
+        assert!(msg.contains("holds no rtis checkpoint"), "{msg}");
+        assert!(
+            msg.contains("0 bytes") && msg.contains("rtis.sqlite"),
+            "{msg}"
+        );
+        let e = CheckpointStore::inspect(&path).unwrap_err();
+        assert!(e.to_string().contains("no rtis checkpoint table"), "{e}");
+        // refusing leaves the file as it was: every later start refuses too
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert!(CheckpointStore::open(&path).is_err());
+
+        // some other SQLite database
+        let foreign = dir.path().join("other.sqlite");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x INTEGER)")
+            .unwrap();
+        let e = CheckpointStore::open(&foreign).err().expect("must refuse");
+        assert!(e.to_string().contains("holds no rtis checkpoint"), "{e}");
+
+        // a cleared checkpoint (reset --snapshot) is a deliberate first start
+        let cleared = dir.path().join("cleared.sqlite");
+        let store = CheckpointStore::open(&cleared).unwrap();
+        store.save(&cp(100)).unwrap();
+        store.clear().unwrap();
+        drop(store);
+        let store = CheckpointStore::open(&cleared).unwrap();
+        assert_eq!(store.load().unwrap(), None);
     }
 
     #[tokio::test]

@@ -929,6 +929,112 @@ async fn dropping_the_primary_key_stops_the_producer() {
     report.assert_ok("dropped primary key");
 }
 
+/// Fault 6: the checkpoint file truncated to nothing, then corrupted, while the producer is
+/// down and the source goes on changing. Each start refuses with the file named and exit 2,
+/// sends nothing and leaves the file as it was (it never silently starts from the end of the
+/// binlog, not even with `--snapshot never`); once the file is restored, the producer resumes
+/// and every change made while it was down arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_or_corrupted_checkpoint_is_refused() {
+    let env = Env::new("badstate").await;
+    let mut producer = env.spawn(&[]);
+    env.wait_streaming(1).await;
+    let mut ledger = Ledger::new(0);
+    let insert = |ledger: &mut Ledger, ids: std::ops::RangeInclusive<u32>| {
+        let sql = ids
+            .clone()
+            .map(|i| format!("({i}, 'p{i}', {i}.00)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ledger.commit(ids.map(|i| {
+            (
+                i.to_string(),
+                Expected::Create(json!({"name": format!("p{i}"), "price": format!("{i}.00")})),
+            )
+        }));
+        format!("INSERT INTO product (id, name, price) VALUES {sql}")
+    };
+    let sql = insert(&mut ledger, 1..=3);
+    env.db.exec(&env.shop, &sql).await;
+    records_at_least(
+        &env.broker.bootstrap(),
+        &env.topic,
+        3,
+        Duration::from_secs(60),
+    )
+    .await;
+    unsafe { libc::kill(producer.id() as i32, libc::SIGTERM) };
+    assert_eq!(
+        wait_exit(&mut producer, &env, Duration::from_secs(60)).await,
+        Some(0)
+    );
+    let wal = env.state.with_extension("sqlite-wal");
+    assert!(
+        !wal.exists(),
+        "a graceful stop leaves one self-contained file"
+    );
+    let good = std::fs::read(&env.state).unwrap();
+    // the source changes while the producer is down
+    let sql = insert(&mut ledger, 4..=5);
+    env.db.exec(&env.shop, &sql).await;
+
+    let held = || async {
+        end_offsets(&env.broker.bootstrap(), &env.topic)
+            .await
+            .iter()
+            .sum::<i64>()
+    };
+    let corrupted = {
+        // page 2 (the checkpoint table) overwritten; the header and schema page intact
+        let mut bytes = good.clone();
+        assert!(bytes.len() >= 8192, "two pages: {}", bytes.len());
+        bytes[4096..8192].fill(0xA5);
+        bytes
+    };
+    for (what, bytes, expect) in [
+        ("truncated", Vec::new(), "holds no rtis checkpoint (0 bytes"),
+        (
+            "corrupted",
+            corrupted,
+            "refusing to start from an unknown position",
+        ),
+    ] {
+        std::fs::write(&env.state, &bytes).unwrap();
+        let errors_before = env.log_text().matches("rtis-producer: error:").count();
+        let mut p = env.spawn(&["--snapshot", "never"]);
+        let code = wait_exit(&mut p, &env, Duration::from_secs(60)).await;
+        let log = env.log_text();
+        let err = log
+            .lines()
+            .filter(|l| l.starts_with("rtis-producer: error:"))
+            .nth(errors_before)
+            .unwrap_or_else(|| panic!("{what}: no error line; log:\n{log}"));
+        eprintln!("{what} checkpoint: exit {code:?}: {err}");
+        assert_eq!(code, Some(2), "{what}: {err}");
+        assert!(
+            err.contains(&env.state.display().to_string()) && err.contains(expect),
+            "{what}: the error names the file and says {expect:?}: {err}"
+        );
+        assert_eq!(held().await, 3, "{what}: nothing was sent");
+        assert_eq!(
+            std::fs::read(&env.state).unwrap(),
+            bytes,
+            "{what}: the file is left as it was"
+        );
+    }
+
+    // restored from the backup: the changes made while it was down arrive, once
+    std::fs::write(&env.state, &good).unwrap();
+    let mut producer = env.spawn(&["--snapshot", "never"]);
+    let (report, _) = env.verify(&ledger).await;
+    assert_running(&mut producer, &env);
+    eprintln!(
+        "{}",
+        report.summary("a_truncated_or_corrupted_checkpoint_is_refused", 2)
+    );
+    report.assert_ok("checkpoint truncated / corrupted");
+}
+
 /// The verifier itself: each kind of fault it must report, on synthetic consumer lines.
 #[test]
 fn the_verifier_catches_loss_duplicates_disorder_and_wrong_state() {
