@@ -8,6 +8,9 @@
 //!   revoke the pending batch is written and synced before the partition is given up. An
 //!   exclusive `flock` on each file guards against two writers.
 //! * A record that cannot be decoded goes whole to `<topic>-<partition>.dead.jsonl`.
+//! * A partition that no member consumes (its committed offset stands still with records to
+//!   read) makes the member rejoin the group ([`GroupWatch`]), so survivors take over a dead
+//!   member's partitions also where the coordinator forgets to rebalance (tansu 0.6.0).
 //!
 //! All file I/O runs on a dedicated thread, never on the async runtime's workers.
 
@@ -35,8 +38,11 @@ use crate::metrics::ConsumerMetrics;
 
 const BATCH: usize = 1000;
 const BATCH_WAIT: Duration = Duration::from_millis(50);
-/// How often the lag gauges are refreshed from the broker's high watermarks.
+/// How often the lag gauges are refreshed from the broker's high watermarks, and the other
+/// members' partitions are checked for a stall ([`GroupWatch`]).
 const LAG_REFRESH: Duration = Duration::from_secs(5);
+/// The shortest stall of another member's partition that makes this member rejoin.
+const MIN_STALL: Duration = Duration::from_secs(15);
 
 /// Data file and dead-letter file of one partition, locked while owned.
 struct PartitionFiles {
@@ -236,6 +242,112 @@ impl ConsumerContext for Ctx {
     }
 }
 
+/// Finds partitions that no live member consumes, checked every [`LAG_REFRESH`].
+///
+/// A coordinator moves a dead member's partitions by rebalancing: every live member is told
+/// (its heartbeat answers REBALANCE_IN_PROGRESS) and gets a new assignment. tansu 0.6.0 drops a
+/// member whose session expired without doing so: the group keeps its old generation and
+/// assignment, and the dead member's partitions are never read again. (Its DescribeGroups
+/// fails on sqlite storage, so group membership cannot be asked for.) Every rtis member commits
+/// the group offset after each fsync, so a partition owned by a live member has a committed
+/// offset that moves whenever there is something to read. When, for a partition this member
+/// does not own, there are records past the committed offset and that offset has not moved
+/// for the stall period, the member leaves and rejoins the group, which opens a new
+/// generation and hands the partition out again. On Apache Kafka a dead member's partitions
+/// move after `session.timeout.ms`, well within the stall period (three session timeouts, at
+/// least 15 s), so this stays quiet; a needless rejoin would cost one rebalance, since the files
+/// carry the progress. After a rejoin the clocks restart: at most one rejoin per period.
+#[derive(Debug)]
+pub struct GroupWatch {
+    stall: Duration,
+    /// Per partition not owned here: its committed offset and since when it is unchanged.
+    seen: HashMap<i32, (i64, Instant)>,
+}
+
+impl GroupWatch {
+    pub fn new(stall: Duration) -> Self {
+        Self {
+            stall,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// Takes one look at the partitions this member does not own, as `(partition, committed
+    /// offset or -1, high watermark)`; returns a stalled partition when the member should
+    /// rejoin.
+    pub fn observe(&mut self, now: Instant, others: &[(i32, i64, i64)]) -> Option<i32> {
+        self.seen.retain(|p, _| others.iter().any(|o| o.0 == *p));
+        let mut stalled = None;
+        for &(p, committed, high) in others {
+            let e = self.seen.entry(p).or_insert((committed, now));
+            if e.0 != committed || committed.max(0) >= high {
+                *e = (committed, now); // moving, or nothing to read
+            } else if now.duration_since(e.1) >= self.stall {
+                stalled = Some(p);
+            }
+        }
+        if stalled.is_some() {
+            self.seen.clear();
+        }
+        stalled
+    }
+}
+
+/// Checks the partitions this member does not own ([`GroupWatch`]) and rejoins the group when
+/// one of them stalled.
+fn watch_group(
+    consumer: &BaseConsumer<Ctx>,
+    topic: &str,
+    partitions: i32,
+    watch: &mut GroupWatch,
+) -> Result<()> {
+    let ctx = consumer.context();
+    let owned: Vec<i32> = ctx.files.lock().unwrap().keys().copied().collect();
+    let mut tpl = TopicPartitionList::new();
+    for p in (0..partitions).filter(|p| !owned.contains(p)) {
+        tpl.add_partition(topic, p);
+    }
+    let mut others = Vec::new();
+    if tpl.count() > 0 {
+        let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(2)) else {
+            return Ok(()); // the next check tries again
+        };
+        for e in committed.elements() {
+            let Ok((_, high)) =
+                consumer.fetch_watermarks(topic, e.partition(), Duration::from_secs(2))
+            else {
+                return Ok(());
+            };
+            let offset = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => -1,
+            };
+            others.push((e.partition(), offset, high));
+        }
+    }
+    let Some(stalled) = watch.observe(Instant::now(), &others) else {
+        return Ok(());
+    };
+    tracing::warn!(
+        partition = stalled,
+        stalled_for_s = watch.stall.as_secs(),
+        "no member of the group consumes this partition (its committed offset stands still with records to read); leaving and rejoining the group so its partitions are handed out again"
+    );
+    // leaving revokes (flush, fsync, unlock) and ends this member id; records polled meanwhile
+    // belong to no owned partition and are not written (the files carry the progress)
+    consumer.unsubscribe();
+    let left = Instant::now();
+    while left.elapsed() < Duration::from_secs(1) || !ctx.files.lock().unwrap().is_empty() {
+        if left.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| Error::kafka(format!("resubscribing to {topic}"), e))
+}
+
 /// Writer schemas by fingerprint, loaded from `<topic>-schemas`.
 struct Schemas {
     brokers: String,
@@ -381,13 +493,14 @@ pub fn run_blocking(
     let consumer: BaseConsumer<Ctx> = kcfg
         .create_with_context(ctx)
         .map_err(|e| Error::kafka("creating the consumer (check --kafka-option values)", e))?;
-    let n = crate::kafka::partition_count(&cfg.brokers, &cfg.kafka_options, &cfg.topic)?;
-    if n.is_none() {
+    let Some(partitions) =
+        crate::kafka::partition_count(&cfg.brokers, &cfg.kafka_options, &cfg.topic)?
+    else {
         return Err(Error::Preflight(format!(
             "--topic: expected topic {} to exist on {}, found none",
             cfg.topic, cfg.brokers
         )));
-    }
+    };
     consumer
         .subscribe(&[&cfg.topic])
         .map_err(|e| Error::kafka(format!("subscribing to {}", cfg.topic), e))?;
@@ -401,9 +514,17 @@ pub fn run_blocking(
     let mut batch = 0usize;
     let mut batch_started = Instant::now();
     let mut lag_checked = Instant::now();
+    let session_ms: u64 = kcfg
+        .get("session.timeout.ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(45_000);
+    let mut watch = GroupWatch::new(Duration::from_millis(3 * session_ms).max(MIN_STALL));
     while !stop.load(Ordering::SeqCst) {
         if lag_checked.elapsed() >= LAG_REFRESH {
             refresh_lag(&consumer, &cfg.topic);
+            if let Err(e) = watch_group(&consumer, &cfg.topic, partitions, &mut watch) {
+                consumer.context().fail(e);
+            }
             lag_checked = Instant::now();
         }
         let timeout = if batch == 0 {
@@ -514,4 +635,62 @@ pub async fn run(
         .expect("consumer thread panicked");
     watcher.abort();
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(15);
+
+    #[test]
+    fn a_partition_whose_offset_stands_still_with_records_to_read_is_stalled() {
+        let t0 = Instant::now();
+        let mut w = GroupWatch::new(S);
+        // partition 1 belongs to another member, which commits as it writes
+        assert_eq!(w.observe(t0, &[(1, 100, 150)]), None);
+        assert_eq!(w.observe(t0 + S, &[(1, 140, 200)]), None, "moving");
+        // it died: the offset stands at 140 while records keep arriving
+        assert_eq!(
+            w.observe(t0 + S * 2 - Duration::from_secs(1), &[(1, 140, 260)]),
+            None
+        );
+        assert_eq!(w.observe(t0 + S * 2, &[(1, 140, 300)]), Some(1));
+        // the clocks restart after a rejoin: no second rejoin before another full period
+        assert_eq!(
+            w.observe(t0 + S * 2 + Duration::from_secs(5), &[(1, 140, 300)]),
+            None
+        );
+        assert_eq!(
+            w.observe(t0 + S * 3 + Duration::from_secs(5), &[(1, 140, 300)]),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn idle_owned_and_never_committed_partitions() {
+        let t0 = Instant::now();
+        let mut w = GroupWatch::new(S);
+        // nothing to read: a standing offset is fine for ever
+        for i in 0..10 {
+            assert_eq!(w.observe(t0 + S * i, &[(0, 500, 500)]), None);
+        }
+        // a partition nobody ever committed, with records in it
+        // a partition nobody ever committed: stalled one period after it last had nothing to read
+        let five = Duration::from_secs(5);
+        assert_eq!(w.observe(t0, &[(2, -1, 0)]), None, "empty");
+        assert_eq!(
+            w.observe(t0 + five, &[(2, -1, 7)]),
+            None,
+            "records just arrived"
+        );
+        assert_eq!(w.observe(t0 + five * 2, &[(2, -1, 9)]), None);
+        assert_eq!(w.observe(t0 + five * 3, &[(2, -1, 9)]), Some(2));
+        // a partition this member took over leaves the list, and is judged anew when it returns
+        let mut w = GroupWatch::new(S);
+        assert_eq!(w.observe(t0, &[(1, 10, 20)]), None);
+        assert_eq!(w.observe(t0 + S, &[]), None);
+        assert_eq!(w.observe(t0 + S * 2, &[(1, 10, 20)]), None);
+        assert_eq!(w.observe(t0 + S * 3, &[(1, 10, 20)]), Some(1));
+    }
 }

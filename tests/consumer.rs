@@ -185,50 +185,83 @@ async fn kill9_consumer_repeatedly_writes_every_record_exactly_once() {
     e.producer.stop().await.unwrap();
 }
 
+/// The partitions a consumer holds according to its log (assigned minus revoked, in order).
+fn held(log_text: &str) -> std::collections::BTreeSet<i64> {
+    let partition = |l: &str| -> Option<i64> {
+        l.split("partition=")
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut held = std::collections::BTreeSet::new();
+    for l in log_text.lines() {
+        if l.contains("assigned; resuming from the file") {
+            held.extend(partition(l));
+        } else if l.contains("revoked") {
+            if let Some(p) = partition(l) {
+                held.remove(&p);
+            }
+        }
+    }
+    held
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_consumers_share_partitions_and_a_replacement_takes_over_after_kill9() {
+async fn two_consumers_share_partitions_and_the_survivor_takes_over_after_kill9() {
     let _serial = ONE_GROUP_AT_A_TIME.lock().await;
     let e = env().await;
     let out = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let log = logs.path().join("consumer-pair.log");
+    let (log_a, log_b) = (logs.path().join("a.log"), logs.path().join("b.log"));
+    let read = |log: &Path| std::fs::read_to_string(log).unwrap_or_default();
     let group = unique("pair");
-    let a = spawn_consumer(&e.broker, &e.topic, &group, out.path(), &log);
-    let mut b = spawn_consumer(&e.broker, &e.topic, &group, out.path(), &log);
+    let mut a = spawn_consumer(&e.broker, &e.topic, &group, out.path(), &log_a);
+    let mut b = spawn_consumer(&e.broker, &e.topic, &group, out.path(), &log_b);
     let stop = AtomicBool::new(false);
-    let mut c: Option<Guard> = None;
     let killer = async {
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        b.kill9(); // SIGKILL one member while records flow
-                   // tansu 0.6.0 keeps a dead member in the next generation (README, Known limits), so the
-                   // survivor alone is not handed its partitions; a replacement member (what a supervisor
-                   // restarting the crashed process does) triggers the rebalance that moves them.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        c = Some(spawn_consumer(
-            &e.broker,
-            &e.topic,
-            &group,
-            out.path(),
-            &log,
-        ));
-        tokio::time::sleep(Duration::from_secs(6)).await;
+        // both members hold partitions before one of them dies
+        eventually(Duration::from_secs(60), "both members assigned", || async {
+            (!held(&read(&log_a)).is_empty() && !held(&read(&log_b)).is_empty()).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let b_held = held(&read(&log_b));
+        let a_mark = read(&log_a).len();
+        b.kill9(); // SIGKILL one member while records flow; nobody replaces it
+                   // the survivor alone takes over b's partitions
+        eventually(
+            Duration::from_secs(90),
+            "the survivor assigned the dead member's partitions",
+            || async {
+                let after_kill = read(&log_a)[a_mark..].to_string();
+                let now_held = held(&after_kill);
+                (!b_held.is_empty() && b_held.is_subset(&now_held)).then_some(())
+            },
+        )
+        .await;
+        // and keeps writing them while records flow
+        tokio::time::sleep(Duration::from_secs(3)).await;
         stop.store(true, Ordering::SeqCst);
+        (b_held, a_mark)
     };
-    let (writes, ()) = tokio::join!(write_workload(&e.db, &e.shop, 7, &stop), killer);
+    let (writes, (b_held, a_mark)) = tokio::join!(write_workload(&e.db, &e.shop, 7, &stop), killer);
     caught_up(&e, out.path(), writes).await;
-    for mut m in [Some(a), c].into_iter().flatten() {
-        m.kill9();
-    }
+    a.kill9();
     let lines = assert_exactly_once(&e.broker, &e.topic, out.path()).await;
     assert_eq!(fold(&lines), table_state(&e.db, &e.shop).await);
-    let text = std::fs::read_to_string(&log).unwrap();
+    let after_kill = read(&log_a)[a_mark..].to_string();
     assert!(
-        text.matches("assigned; resuming from the file").count() >= 6,
-        "both members were assigned, then the partitions moved:\n{text}"
+        after_kill.contains("no member of the group consumes this partition"),
+        "the survivor noticed the lost member:\n{after_kill}"
     );
+    // the survivor resumed the dead member's partitions from the files the dead member wrote
     assert!(
-        text.contains("offset=Offset("),
-        "a member resumed a partition from another member's file:\n{text}"
+        b_held
+            .iter()
+            .any(|p| after_kill.contains(&format!("partition={p} offset=Offset("))),
+        "the survivor resumed a dead member's partition from its file:\n{after_kill}"
     );
     e.producer.stop().await.unwrap();
 }
