@@ -378,6 +378,11 @@ async fn session(
     );
     streamer.metrics = metrics.clone();
     metrics.session_started();
+    // until this session's first acknowledgement, the lag counts from the checkpointed commit
+    // (a backlog at start shows as lag, not as 0)
+    if let Some(cp) = checkpoint.as_ref() {
+        metrics.committed(cp.last_commit_ts_ms);
+    }
     streamer.max_message_bytes = kafka::message_max_bytes(&cfg.kafka_options);
     streamer.delivery_timeout = Duration::from_millis(cfg.delivery_timeout_ms.max(1));
     let reader = async {

@@ -57,6 +57,12 @@ async fn metrics_are_scraped_during_a_run() {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cfg = producer_config(&db, &shop, &broker, &topic, &dir.path().join("rtis.sqlite"));
     cfg.metrics_addr = Some(addr.clone());
+    // four rows for the initial snapshot
+    db.exec(
+        &shop,
+        "INSERT INTO product (id, name, price) VALUES (101, 's1', 1), (102, 's2', 2), (103, 's3', 3), (104, 's4', 4)",
+    )
+    .await;
     let producer = InProcess::start_streaming(cfg).await;
 
     let (status, body) = http_get(&addr, "/nope");
@@ -89,6 +95,7 @@ async fn metrics_are_scraped_during_a_run() {
                     &text,
                     "rtis_events_total{table=\"product\",op=\"tombstone\"}",
                 ) == Some(5.0)
+                && sample(&text, "rtis_events_total{table=\"product\",op=\"r\"}") == Some(4.0)
                 && sample(&text, "rtis_lag_milliseconds{table=\"product\"}") == Some(0.0);
             done.then_some(text)
         }
@@ -111,6 +118,51 @@ async fn metrics_are_scraped_during_a_run() {
         "{text}"
     );
     assert!(text.ends_with("# EOF\n"), "OpenMetrics text: {text}");
+    for gauge in ["rtis_snapshot_rows_done", "rtis_snapshot_rows_total"] {
+        assert_eq!(
+            sample(&text, &format!("{gauge}{{table=\"product\"}}")),
+            Some(4.0),
+            "{gauge}: {text}"
+        );
+    }
+
+    // the broker stops acknowledging: the change waits in flight and the lag grows (it counts
+    // from the commit time of the last acknowledged transaction, one-second resolution)
+    broker.pause(true);
+    c.query_drop("UPDATE product SET price = price + 1 WHERE id = 30")
+        .await
+        .unwrap();
+    let paused = eventually(
+        Duration::from_secs(8),
+        "lag while the broker is paused",
+        || {
+            let addr = addr.clone();
+            async move {
+                let (_, text) = http_get(&addr, "/metrics");
+                let lag = sample(&text, "rtis_lag_milliseconds{table=\"product\"}")?;
+                let in_flight = sample(&text, "rtis_records_in_flight{table=\"product\"}")?;
+                (lag >= 2000.0 && in_flight >= 1.0).then_some((lag, in_flight))
+            }
+        },
+    )
+    .await;
+    broker.pause(false);
+    eprintln!("paused broker: lag {} ms, {} in flight", paused.0, paused.1);
+    eventually(
+        Duration::from_secs(30),
+        "lag back to 0 after the resume",
+        || {
+            let addr = addr.clone();
+            async move {
+                let (_, text) = http_get(&addr, "/metrics");
+                (sample(&text, "rtis_lag_milliseconds{table=\"product\"}") == Some(0.0)
+                    && sample(&text, "rtis_records_in_flight{table=\"product\"}") == Some(0.0)
+                    && sample(&text, "rtis_events_total{table=\"product\",op=\"u\"}") == Some(11.0))
+                .then_some(())
+            }
+        },
+    )
+    .await;
 
     // the consumer's endpoint
     let out = tempfile::tempdir().unwrap();
@@ -125,7 +177,7 @@ async fn metrics_are_scraped_during_a_run() {
         .await
         .iter()
         .sum::<i64>() as f64;
-    assert_eq!(total, 50.0, "30 c + 10 u + 5 d + 5 tombstones");
+    assert_eq!(total, 55.0, "4 r + 30 c + 11 u + 5 d + 5 tombstones");
     let ctext = eventually(Duration::from_secs(60), "consumer metrics", || {
         let caddr = caddr.clone();
         async move {
