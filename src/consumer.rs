@@ -176,9 +176,21 @@ impl Ctx {
                 if buf.is_empty() {
                     continue;
                 }
-                file.write_all(buf)
-                    .and_then(|_| file.sync_data())
-                    .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+                let whole = file.metadata().map(|m| m.len());
+                if let Err(e) = file.write_all(buf).and_then(|_| file.sync_data()) {
+                    // a full disk (or a size limit) may have taken part of the batch: cut the
+                    // file back to its last whole line, so it never holds half a record
+                    if let Ok(len) = whole {
+                        let _ = file.set_len(len).and_then(|_| file.sync_data());
+                    }
+                    return Err(Error::io(
+                        format!(
+                            "writing {} (the file is kept at its last whole line)",
+                            path.display()
+                        ),
+                        e,
+                    ));
+                }
                 buf.clear();
             }
             self.metrics.written(*p, std::mem::take(&mut f.pending_n));

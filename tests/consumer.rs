@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,26 +18,31 @@ use rand::{Rng, SeedableRng};
 /// group tests of this file run one at a time.
 static ONE_GROUP_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn spawn_consumer(broker: &Broker, topic: &str, group: &str, out: &Path, log: &Path) -> Guard {
+fn consumer_command(broker: &Broker, topic: &str, group: &str, out: &Path, log: &Path) -> Command {
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtis-consumer"));
+    cmd.env("RTIS_BROKERS", broker.bootstrap())
+        .env("RTIS_TOPIC", topic)
+        .env("RTIS_GROUP", group)
+        .env("RTIS_OUT_DIR", out)
+        .env(
+            "RTIS_KAFKA_OPTIONS",
+            "session.timeout.ms=3000;heartbeat.interval.ms=300",
+        )
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf);
+    cmd
+}
+
+fn spawn_consumer(broker: &Broker, topic: &str, group: &str, out: &Path, log: &Path) -> Guard {
     Guard(
-        Command::new(env!("CARGO_BIN_EXE_rtis-consumer"))
-            .env("RTIS_BROKERS", broker.bootstrap())
-            .env("RTIS_TOPIC", topic)
-            .env("RTIS_GROUP", group)
-            .env("RTIS_OUT_DIR", out)
-            .env(
-                "RTIS_KAFKA_OPTIONS",
-                "session.timeout.ms=3000;heartbeat.interval.ms=300",
-            )
-            .env("RUST_LOG", "info,rdkafka=warn")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf)
+        consumer_command(broker, topic, group, out, log)
             .spawn()
             .unwrap(),
     )
@@ -338,5 +344,106 @@ async fn poison_records_go_to_the_dead_letter_file_and_torn_lines_are_repaired()
     let dead_file =
         std::fs::read_to_string(out.path().join(format!("{}-{p}.dead.jsonl", e.topic))).unwrap();
     assert_eq!(dead_file.lines().count(), 1);
+    e.producer.stop().await.unwrap();
+}
+
+/// A write that fails (the file size limit here, as a full disk would) stops the consumer with
+/// exit 2 and an error naming the file, and leaves no part of a record in it; a restart then
+/// writes everything exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_stops_the_consumer_and_leaves_only_whole_lines() {
+    let _serial = ONE_GROUP_AT_A_TIME.lock().await;
+    let e = env().await;
+    let mut c = e.db.conn(&e.shop).await;
+    for chunk in 0..10 {
+        let rows: Vec<String> = (1..=30)
+            .map(|i| {
+                format!(
+                    "({}, 'a fairly long product name', 'c', 9.99)",
+                    chunk * 30 + i
+                )
+            })
+            .collect();
+        c.query_drop(format!(
+            "INSERT INTO product (id, name, category, price) VALUES {}",
+            rows.join(", ")
+        ))
+        .await
+        .unwrap();
+    }
+    let total = records_at_least(
+        &e.broker.bootstrap(),
+        &e.topic,
+        300,
+        Duration::from_secs(60),
+    )
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("consumer.log");
+    let group = unique("full");
+    let mut cmd = consumer_command(&e.broker, &e.topic, &group, out.path(), &log);
+    // SAFETY: only async-signal-safe calls between fork and exec
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 20_000,
+                rlim_max: 20_000,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            // EFBIG instead of being killed, like ENOSPC on a full disk
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = Guard(cmd.spawn().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the consumer did not stop within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    let err = text
+        .lines()
+        .find(|l| l.starts_with("rtis-consumer: error:"))
+        .unwrap_or_else(|| panic!("no error line:\n{text}"));
+    eprintln!("failed write: exit {code:?}: {err}");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("writing") && err.contains(&e.topic) && err.contains(".jsonl"),
+        "the error names the file: {err}"
+    );
+    let mut kept = 0;
+    for f in std::fs::read_dir(out.path()).unwrap().flatten() {
+        let body = std::fs::read_to_string(f.path()).unwrap();
+        assert!(
+            body.is_empty() || body.ends_with('\n'),
+            "{}: no half-written line",
+            f.path().display()
+        );
+        assert!(body.len() <= 20_000);
+        kept += body.lines().count();
+    }
+    assert!(
+        kept < total as usize,
+        "the limit stopped it part way: {kept} of {total}"
+    );
+    // room again: the restart continues from the files, exactly once
+    let mut again = spawn_consumer(&e.broker, &e.topic, &group, out.path(), &log);
+    eventually(
+        Duration::from_secs(90),
+        "consumer files caught up",
+        || async { (read_lines(out.path()).len() as i64 >= total).then_some(()) },
+    )
+    .await;
+    again.kill9();
+    let lines = assert_exactly_once(&e.broker, &e.topic, out.path()).await;
+    assert_eq!(fold(&lines), table_state(&e.db, &e.shop).await);
     e.producer.stop().await.unwrap();
 }
