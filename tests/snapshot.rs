@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use mysql_async::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 async fn fill(db: &MariaDb, shop: &str, rows: u64) {
@@ -194,7 +196,20 @@ async fn kill9_during_snapshot_and_at_handover_resumes_without_duplicates() {
         "--snapshot-max-rows-per-sec",
         "10000",
     ];
-    for fraction in [0.10, 0.50, 0.99, 1.0] {
+    // the fixed points (early, middle, last chunk, the handover) and seeded random instants:
+    // 6 kills in CI, 50 with RTIS_LONG=1
+    let seed = seed();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut fractions: Vec<f64> = (0..iterations(2, 46))
+        .map(|_| rng.random_range(0.0..1.0))
+        .chain([0.10, 0.50, 0.99, 1.0])
+        .collect();
+    fractions.sort_by(f64::total_cmp);
+    eprintln!(
+        "snapshot kills: {} (seed {seed}, RTIS_SEED replays)",
+        fractions.len()
+    );
+    for fraction in fractions {
         let mut child = spawn_producer(&db, &shop, &broker, &topic, &state, &log, &args);
         let target = (rows as f64 * fraction) as i64;
         eventually(
