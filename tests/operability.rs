@@ -389,7 +389,7 @@ async fn the_config_file_drives_the_binary() {
     std::fs::write(
         &file,
         format!(
-            "mysql-url = \"{}\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\npartitions = 3\n\
+            "mysql-url = \"{}\"\nbrokers = \"{}\"\ntopic = \"{topic}_from_file\"\npartitions = 3\n\
              state = \"{}\"\nsnapshot = \"snapshot-only\"\nserver_id = 4242\nkafka-option = [\"linger.ms=1\"]\n",
             db.url("rtis", &shop),
             broker.bootstrap(),
@@ -400,6 +400,8 @@ async fn the_config_file_drives_the_binary() {
     let out = Command::new(env!("CARGO_BIN_EXE_rtis-producer"))
         .args(["--config", file.to_str().unwrap()])
         .env("RTIS_MYSQL_PASSWORD", "rtis-pw")
+        // an env var beats the file
+        .env("RTIS_TOPIC", &topic)
         .env("RUST_LOG", "warn")
         .env_remove("RTIS_STATE")
         .output()
@@ -411,6 +413,12 @@ async fn the_config_file_drives_the_binary() {
     );
     let lines = drain_topic(&broker.bootstrap(), &topic, 3, Duration::from_secs(60)).await;
     assert_eq!(lines.len(), 3);
+    assert_eq!(
+        rtis::kafka::partition_count(&broker.bootstrap(), &[], &format!("{topic}_from_file"))
+            .unwrap(),
+        None,
+        "the file's topic was overridden by RTIS_TOPIC"
+    );
 
     // an unknown key: exit 2, the file and the key named, nothing started
     std::fs::write(&file, "mysql-url = \"mysql://a@b/c\"\nbroker = \"x\"\n").unwrap();
