@@ -239,6 +239,28 @@ struct Env {
     dir: tempfile::TempDir,
 }
 
+/// CPU seconds the broker and the MariaDB server have used so far.
+fn services_cpu(env: &Env) -> (f64, f64) {
+    let cpu = |pid: Option<u32>| pid.map_or(0.0, |p| proc_usage(p).0);
+    (cpu(env.broker.pid()), cpu(env.db.pid()))
+}
+
+/// CPU seconds of one timed run: the process under test, the broker, MariaDB; and its length.
+#[derive(Debug, Clone, Copy, Default)]
+struct RunCpu {
+    own: f64,
+    broker: f64,
+    db: f64,
+    secs: f64,
+}
+
+impl RunCpu {
+    /// Cores busy on average during the run.
+    fn cores(&self) -> f64 {
+        (self.own + self.broker + self.db) / self.secs
+    }
+}
+
 impl Env {
     fn producer(&self, topic: &str, state: &Path, args: &[&str]) -> Guard {
         let log = self.dir.path().join(format!("{topic}.log"));
@@ -286,23 +308,41 @@ fn stream_from_start(env: &Env, file: &str, topic: &str) -> Guard {
 }
 
 /// Streams `file` from its start with the release binary until `records` are acknowledged.
-/// Returns (seconds, cpu seconds, peak RSS MiB).
-fn rtis_catch_up(env: &Env, file: &str, records: i64, run: usize, what: &str) -> (f64, f64, f64) {
+/// Returns (seconds, CPU of the run, peak RSS MiB). The services' CPU is taken over the whole
+/// run (start-up included), like the producer's.
+fn rtis_catch_up(
+    env: &Env,
+    file: &str,
+    records: i64,
+    run: usize,
+    what: &str,
+) -> (f64, RunCpu, f64) {
     let topic = unique(&format!("bench_{what}_{run}"));
     let wm = Watermarks::new(&env.broker.bootstrap(), &topic);
+    let (broker0, db0) = services_cpu(env);
+    let started = Instant::now();
     let mut child = stream_from_start(env, file, &topic);
     // timed from the first acknowledged record: process start-up (preflight, metadata, the
     // partitions' last records) is not throughput
     let (first, seen) = wm.wait_for(records, Duration::from_secs(1800));
     let secs = first.elapsed().as_secs_f64() * records as f64 / (records - seen + 1) as f64;
     let (cpu, rss) = proc_usage(child.id());
+    let (broker1, db1) = services_cpu(env);
+    let whole = started.elapsed().as_secs_f64();
     stop(&mut child);
-    (secs, cpu, rss)
+    let usage = RunCpu {
+        own: cpu,
+        broker: broker1 - broker0,
+        db: db1 - db0,
+        secs: whole,
+    };
+    (secs, usage, rss)
 }
 
 /// Plain rdkafka producer, same settings as rtis, `n` records of `size` bytes.
-async fn produce_floor(env: &Env, n: i64, size: usize, run: usize) -> (f64, f64) {
+async fn produce_floor(env: &Env, n: i64, size: usize, run: usize) -> (f64, RunCpu) {
     let cpu0 = proc_usage(std::process::id()).0;
+    let (broker0, db0) = services_cpu(env);
     let topic = unique(&format!("bench_floor_{run}"));
     rtis::kafka::create_topic(&env.broker.bootstrap(), &[], &topic, 3, &[])
         .await
@@ -342,7 +382,14 @@ async fn produce_floor(env: &Env, n: i64, size: usize, run: usize) -> (f64, f64)
         f.await.unwrap().unwrap();
     }
     let secs = start.elapsed().as_secs_f64();
-    (secs, proc_usage(std::process::id()).0 - cpu0)
+    let (broker1, db1) = services_cpu(env);
+    let usage = RunCpu {
+        own: proc_usage(std::process::id()).0 - cpu0,
+        broker: broker1 - broker0,
+        db: db1 - db0,
+        secs,
+    };
+    (secs, usage)
 }
 
 fn timed(mut cmd: Command) -> f64 {
@@ -417,14 +464,37 @@ async fn catch_up_section(
             summary(&recs(&ours)).0 / summary(&recs(&floor)).0
         ),
     );
-    let (c, _, _) = summary(&cpu);
-    let (fc, _, _) = summary(&floor_cpu);
+    let med =
+        |xs: &[RunCpu], f: fn(&RunCpu) -> f64| summary(&xs.iter().map(f).collect::<Vec<_>>()).0;
+    let (c, fc) = (med(&cpu, |u| u.own), med(&floor_cpu, |u| u.own));
     let per_m = |x: f64| x / records as f64 * 1e6;
     report.add(
         &format!("{what}: CPU s per 1M records (peak RSS) vs plain producer's process"),
         format!("{:.1} CPU s ({rss:.0} MiB)", per_m(c)),
         format!("{:.1} CPU s", per_m(fc)),
         format!("{:.2}", c / fc),
+    );
+    // where the machine's cores went: when both runs keep every core busy, the rate is
+    // cores / (CPU per record of all processes), and the broker gets what the others leave
+    let machine = |xs: &[RunCpu]| {
+        format!(
+            "broker {:.1}, MariaDB {:.1}, producer {:.1} CPU s per 1M; {:.2} of {} cores busy",
+            per_m(med(xs, |u| u.broker)),
+            per_m(med(xs, |u| u.db)),
+            per_m(med(xs, |u| u.own)),
+            med(xs, RunCpu::cores),
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+        )
+    };
+    report.add(
+        &format!("{what}: machine CPU during the run vs during the produce floor"),
+        machine(&cpu),
+        machine(&floor_cpu),
+        format!(
+            "{:.2}",
+            per_m(med(&cpu, |u| u.broker + u.db + u.own))
+                / per_m(med(&floor_cpu, |u| u.broker + u.db + u.own))
+        ),
     );
     summary(&recs(&floor)).0
 }
@@ -914,22 +984,34 @@ async fn bench() {
     for rate in [1000u64, 5000].into_iter().filter(|_| on("latency")) {
         // bulk rows: never deleted, so every update changes a row
         let secs = if quick { 5 } else { 10 };
-        let lat = latency_run(&env, rate, secs, per * 10).await;
-        let floor = latency_floor(&env, rate, secs).await;
-        let show = |l: &[f64]| {
+        let (mut lat, mut floor) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            lat.push(latency_run(&env, rate, secs, per * 10).await);
+            floor.push(latency_floor(&env, rate, secs).await);
+        }
+        // each percentile per run, then its median and range over the runs
+        let at =
+            |runs: &[Vec<f64>], p: f64| -> Vec<f64> { runs.iter().map(|l| pct(l, p)).collect() };
+        let show = |runs: &[Vec<f64>]| {
+            let stat = |p: f64| {
+                let (m, lo, hi) = summary(&at(runs, p));
+                format!("{m:.1} ({lo:.1}–{hi:.1})")
+            };
             format!(
-                "p50 {:.1}, p99 {:.1}, p99.9 {:.1}, max {:.1}",
-                pct(l, 0.5),
-                pct(l, 0.99),
-                pct(l, 0.999),
-                l[l.len() - 1]
+                "p50 {}, p99 {}, p99.9 {}",
+                stat(0.5),
+                stat(0.99),
+                stat(0.999)
             )
         };
         report.add(
-            &format!("latency (ms) at {rate} txn/s: commit → consumer arrival vs plain producer send → same consumer"),
+            &format!("latency (ms) at {rate} txn/s, median (range) of {runs} runs: commit → consumer arrival vs plain producer send → same consumer"),
             show(&lat),
             show(&floor),
-            format!("p99 +{:.1} ms", pct(&lat, 0.99) - pct(&floor, 0.99)),
+            format!(
+                "p99 +{:.1} ms",
+                summary(&at(&lat, 0.99)).0 - summary(&at(&floor, 0.99)).0
+            ),
         );
     }
 

@@ -166,6 +166,12 @@ pub struct MariaDb {
 }
 
 impl MariaDb {
+    /// The server's process id (for CPU accounting), while it runs.
+    #[allow(dead_code)] // used by the benchmark only
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn start() -> Self {
         Self::start_with(&[])
     }
@@ -365,6 +371,12 @@ pub fn index_tansu_headers(db: &Path) {
 }
 
 impl Broker {
+    /// The broker's process id (for CPU accounting), while it runs.
+    #[allow(dead_code)] // used by the benchmark only
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn start() -> Self {
         let dir = tempfile::Builder::new()
             .prefix("rtis-broker")
