@@ -687,7 +687,6 @@ mod tests {
         for i in 0..10 {
             assert_eq!(w.observe(t0 + S * i, &[(0, 500, 500)]), None);
         }
-        // a partition nobody ever committed, with records in it
         // a partition nobody ever committed: stalled one period after it last had nothing to read
         let five = Duration::from_secs(5);
         assert_eq!(w.observe(t0, &[(2, -1, 0)]), None, "empty");

@@ -205,6 +205,13 @@ fn assert_running(p: &mut Guard, env: &Env) {
     );
 }
 
+/// SIGTERM, then the exit code once the producer stopped (bounded wait).
+async fn terminate(p: &mut Guard, env: &Env, timeout: Duration) -> Option<i32> {
+    // SAFETY: signalling our own child
+    unsafe { libc::kill(p.id() as i32, libc::SIGTERM) };
+    wait_exit(p, env, timeout).await
+}
+
 /// Waits (bounded) for the producer process to exit; returns its exit code.
 async fn wait_exit(p: &mut Guard, env: &Env, timeout: Duration) -> Option<i32> {
     let deadline = Instant::now() + timeout;
@@ -325,8 +332,7 @@ async fn broker_paused_longer_than_the_delivery_timeout() {
                 // the producer waits for them at most the delivery timeout, then exits with an
                 // error (no endless retry, no checkpoint past them)
                 sleep_ms(500).await;
-                unsafe { libc::kill(producer.id() as i32, libc::SIGTERM) };
-                let code = wait_exit(&mut producer, &env, Duration::from_secs(20)).await;
+                let code = terminate(&mut producer, &env, Duration::from_secs(20)).await;
                 let l = new_log();
                 eprintln!("broker pause: SIGTERM with records in flight: exit code {code:?}");
                 assert_eq!(code, Some(2), "{}", env.log_tail(20));
@@ -749,9 +755,8 @@ async fn column_type_change_and_column_added_while_stopped() {
         Duration::from_secs(60),
     )
     .await;
-    unsafe { libc::kill(producer.id() as i32, libc::SIGTERM) };
     assert_eq!(
-        wait_exit(&mut producer, &env, Duration::from_secs(30)).await,
+        terminate(&mut producer, &env, Duration::from_secs(30)).await,
         Some(0)
     );
     // while stopped: a row in the old shape, a new column, rows in the new shape
@@ -963,9 +968,8 @@ async fn a_truncated_or_corrupted_checkpoint_is_refused() {
         Duration::from_secs(60),
     )
     .await;
-    unsafe { libc::kill(producer.id() as i32, libc::SIGTERM) };
     assert_eq!(
-        wait_exit(&mut producer, &env, Duration::from_secs(60)).await,
+        terminate(&mut producer, &env, Duration::from_secs(60)).await,
         Some(0)
     );
     let wal = env.state.with_extension("sqlite-wal");
