@@ -16,7 +16,8 @@
 //! * Avro: the hand encoder, single thread, no I/O.
 //!
 //! Each timed run is repeated (`RTIS_BENCH_RUNS`, default 3); the median and the range are shown.
-//! Sizes: `RTIS_BENCH_OLTP` (100000 transactions), `RTIS_BENCH_BULK` (1000000 rows).
+//! Sizes: `RTIS_BENCH_OLTP` (100000 transactions), `RTIS_BENCH_BULK` (1000000 rows),
+//! `RTIS_BENCH_CONSUMER` (200000 records for the consumer).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -261,6 +262,26 @@ impl RunCpu {
     }
 }
 
+/// Median of one figure over runs.
+fn med(xs: &[RunCpu], f: fn(&RunCpu) -> f64) -> f64 {
+    summary(&xs.iter().map(f).collect::<Vec<_>>()).0
+}
+
+/// Where the machine's cores went during runs of `records` records each: when every core is
+/// busy, the rate is cores / (CPU per record of all processes), and the broker gets what the
+/// others leave.
+fn machine_cpu(xs: &[RunCpu], records: f64) -> String {
+    let per_m = |x: f64| x / records * 1e6;
+    format!(
+        "broker {:.1}, MariaDB {:.1}, producer {:.1} CPU s per 1M; {:.2} of {} cores busy",
+        per_m(med(xs, |u| u.broker)),
+        per_m(med(xs, |u| u.db)),
+        per_m(med(xs, |u| u.own)),
+        med(xs, RunCpu::cores),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    )
+}
+
 impl Env {
     fn producer(&self, topic: &str, state: &Path, args: &[&str]) -> Guard {
         let log = self.dir.path().join(format!("{topic}.log"));
@@ -464,8 +485,6 @@ async fn catch_up_section(
             summary(&recs(&ours)).0 / summary(&recs(&floor)).0
         ),
     );
-    let med =
-        |xs: &[RunCpu], f: fn(&RunCpu) -> f64| summary(&xs.iter().map(f).collect::<Vec<_>>()).0;
     let (c, fc) = (med(&cpu, |u| u.own), med(&floor_cpu, |u| u.own));
     let per_m = |x: f64| x / records as f64 * 1e6;
     report.add(
@@ -474,22 +493,10 @@ async fn catch_up_section(
         format!("{:.1} CPU s", per_m(fc)),
         format!("{:.2}", c / fc),
     );
-    // where the machine's cores went: when both runs keep every core busy, the rate is
-    // cores / (CPU per record of all processes), and the broker gets what the others leave
-    let machine = |xs: &[RunCpu]| {
-        format!(
-            "broker {:.1}, MariaDB {:.1}, producer {:.1} CPU s per 1M; {:.2} of {} cores busy",
-            per_m(med(xs, |u| u.broker)),
-            per_m(med(xs, |u| u.db)),
-            per_m(med(xs, |u| u.own)),
-            med(xs, RunCpu::cores),
-            std::thread::available_parallelism().map_or(0, |n| n.get()),
-        )
-    };
     report.add(
         &format!("{what}: machine CPU during the run vs during the produce floor"),
-        machine(&cpu),
-        machine(&floor_cpu),
+        machine_cpu(&cpu, records as f64),
+        machine_cpu(&floor_cpu, records as f64),
         format!(
             "{:.2}",
             per_m(med(&cpu, |u| u.broker + u.db + u.own))
@@ -880,6 +887,7 @@ async fn bench() {
         let mut ours = Vec::new();
         let mut select = Vec::new();
         let mut snap_rss: f64 = 0.0;
+        let mut snap_cpu = Vec::new();
         for run in 0..runs {
             let mut q = env.client("mariadb");
             q.args([
@@ -891,18 +899,29 @@ async fn bench() {
             select.push(rows as f64 / timed(q));
             let topic = unique(&format!("bench_snapshot_{run}"));
             let state = env.dir.path().join(format!("{topic}.sqlite"));
+            let (broker0, db0) = services_cpu(&env);
             let start = Instant::now();
             let mut child = env.producer(&topic, &state, &["--snapshot", "snapshot-only"]);
-            let mut peak: f64 = 0.0;
+            let (mut peak, mut own): (f64, f64) = (0.0, 0.0);
             loop {
-                peak = peak.max(proc_usage(child.id()).1);
+                // sampled every 50 ms: the last sample before the exit stands for the total
+                let (cpu, rss) = proc_usage(child.id());
+                (peak, own) = (peak.max(rss), own.max(cpu));
                 if let Some(st) = child.try_wait().unwrap() {
                     assert!(st.success(), "snapshot-only failed");
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            ours.push(rows as f64 / start.elapsed().as_secs_f64());
+            let secs = start.elapsed().as_secs_f64();
+            let (broker1, db1) = services_cpu(&env);
+            snap_cpu.push(RunCpu {
+                own,
+                broker: broker1 - broker0,
+                db: db1 - db0,
+                secs,
+            });
+            ours.push(rows as f64 / secs);
             snap_rss = snap_rss.max(peak);
             Watermarks::new(&env.broker.bootstrap(), &topic)
                 .wait_for(rows as i64, Duration::from_secs(60));
@@ -919,17 +938,27 @@ async fn bench() {
             format!("{bulk_floor:.0}/s"),
             format!("{:.2}", summary(&ours).0 / bulk_floor),
         );
+        report.add(
+            "snapshot: machine CPU during the run",
+            machine_cpu(&snap_cpu, rows as f64),
+            "(bulk produce floor: see its row)".into(),
+            "-".into(),
+        );
     }
 
-    // consumer: the bulk workload re-streamed into a topic, to fsynced JSON lines
+    // consumer: the start of the bulk workload re-streamed into a topic (RTIS_BENCH_CONSUMER
+    // records, default 200k: tansu 0.6.0 does not serve a fetch from the start of a partition
+    // holding ~330k records in time), to fsynced JSON lines
     if on("consumer") {
         let bulk_topic = unique("bench_consumer");
-        {
+        let cap = env_num("RTIS_BENCH_CONSUMER", 200_000).min(per * 10) as i64;
+        let records = {
             let mut p = stream_from_start(&env, &bulk_file, &bulk_topic);
-            Watermarks::new(&env.broker.bootstrap(), &bulk_topic)
-                .wait_for((per * 10) as i64, Duration::from_secs(1800));
+            let wm = Watermarks::new(&env.broker.bootstrap(), &bulk_topic);
+            wm.wait_for(cap, Duration::from_secs(1800));
             stop(&mut p);
-        }
+            wm.total()
+        };
         let mut crates = Vec::new();
         let mut c_rss: f64 = 0.0;
         for run in 0..runs {
@@ -951,7 +980,7 @@ async fn bench() {
                     .spawn()
                     .unwrap(),
             );
-            let want = (per * 10) as f64;
+            let want = records as f64;
             loop {
                 c_rss = c_rss.max(proc_usage(child.id()).1);
                 let written = scrape_sum(port, "rtis_consumer_records_written_total");
@@ -973,7 +1002,7 @@ async fn bench() {
             stop(&mut child);
         }
         report.add(
-            &format!("consumer: records/s to fsynced JSON lines (peak RSS {c_rss:.0} MiB)"),
+            &format!("consumer: {records} records to fsynced JSON lines, records/s (peak RSS {c_rss:.0} MiB)"),
             fmt_rate(&crates),
             "-".into(),
             "-".into(),
