@@ -212,6 +212,24 @@ async fn terminate(p: &mut Guard, env: &Env, timeout: Duration) -> Option<i32> {
     wait_exit(p, env, timeout).await
 }
 
+/// Waits until the topic holds `records` records, then stops the producer gracefully (exit 0
+/// within `timeout`).
+async fn stop_after(p: &mut Guard, env: &Env, records: i64, timeout: Duration) {
+    records_at_least(
+        &env.broker.bootstrap(),
+        &env.topic,
+        records,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        terminate(p, env, timeout).await,
+        Some(0),
+        "a graceful stop; log tail:\n{}",
+        env.log_tail(20)
+    );
+}
+
 /// Waits (bounded) for the producer process to exit; returns its exit code.
 async fn wait_exit(p: &mut Guard, env: &Env, timeout: Duration) -> Option<i32> {
     let deadline = Instant::now() + timeout;
@@ -748,17 +766,7 @@ async fn column_type_change_and_column_added_while_stopped() {
     )
     .await;
     // the records so far arrive while the producer runs; then stop it gracefully
-    records_at_least(
-        &env.broker.bootstrap(),
-        &env.topic,
-        4,
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_eq!(
-        terminate(&mut producer, &env, Duration::from_secs(30)).await,
-        Some(0)
-    );
+    stop_after(&mut producer, &env, 4, Duration::from_secs(30)).await;
     // while stopped: a row in the old shape, a new column, rows in the new shape
     apply(
         &mut c,
@@ -961,17 +969,7 @@ async fn a_truncated_or_corrupted_checkpoint_is_refused() {
     };
     let sql = insert(&mut ledger, 1..=3);
     env.db.exec(&env.shop, &sql).await;
-    records_at_least(
-        &env.broker.bootstrap(),
-        &env.topic,
-        3,
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_eq!(
-        terminate(&mut producer, &env, Duration::from_secs(60)).await,
-        Some(0)
-    );
+    stop_after(&mut producer, &env, 3, Duration::from_secs(60)).await;
     let wal = env.state.with_extension("sqlite-wal");
     assert!(
         !wal.exists(),
