@@ -22,11 +22,6 @@ struct Admin {
     command: rtis::admin::AdminCommand,
 }
 
-fn fail(e: rtis::Error) -> std::process::ExitCode {
-    eprintln!("rtis-producer: error: {}", rtis::error::chain(&e));
-    std::process::ExitCode::from(2)
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let first = std::env::args_os().nth(1);
@@ -44,7 +39,8 @@ async fn main() -> std::process::ExitCode {
                 print!("{text}");
                 std::process::ExitCode::SUCCESS
             }
-            Err(e) => fail(e),
+            // operator commands log nothing: the plain error line only
+            Err(e) => rtis::logging::fatal("rtis-producer", rtis::config::LogFormat::Text, &e),
         };
     }
     let cli: Cli = rtis::config::parse_args("rtis-producer");
