@@ -635,7 +635,7 @@ pub async fn run(
 ) -> Result<()> {
     let metrics = Arc::new(ConsumerMetrics::new());
     let m = metrics.clone();
-    let _server = crate::metrics::start(cfg.metrics_addr.as_deref(), move || m.encode()).await?;
+    let server = crate::metrics::start(cfg.metrics_addr.as_deref(), move || m.encode()).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let watcher = tokio::spawn(async move {
@@ -646,6 +646,9 @@ pub async fn run(
         .await
         .expect("consumer thread panicked");
     watcher.abort();
+    if let Some(server) = server {
+        server.stop().await;
+    }
     res
 }
 

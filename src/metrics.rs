@@ -368,7 +368,17 @@ impl ConsumerMetrics {
 /// The `/metrics` endpoint of a running binary; stops serving when dropped.
 pub struct MetricsServer(tokio::task::JoinHandle<()>);
 
+impl MetricsServer {
+    /// Stops serving and returns once the listener is closed, so the port is free again (an
+    /// in-process restart on the same `--metrics-addr` can bind it at once).
+    pub async fn stop(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
+
 impl Drop for MetricsServer {
+    /// On an early return: stop serving (the port is released when the runtime drops the task).
     fn drop(&mut self) {
         self.0.abort();
     }

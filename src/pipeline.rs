@@ -48,7 +48,7 @@ pub async fn run(
     );
     let registry = Arc::new(ProducerRegistry::new());
     let r = registry.clone();
-    let _server = crate::metrics::start(cfg.metrics_addr.as_deref(), move || r.encode()).await?;
+    let server = crate::metrics::start(cfg.metrics_addr.as_deref(), move || r.encode()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
     let on_signal = stop_tx.clone();
@@ -89,6 +89,9 @@ pub async fn run(
         first
     };
     watcher.abort();
+    if let Some(server) = server {
+        server.stop().await;
+    }
     res
 }
 
