@@ -1,9 +1,11 @@
 //! Operator commands of `rtis-producer`: `status` (show the checkpoint) and `reset` (move it).
 //!
 //! `reset` takes the same exclusive lock as a running producer, so it refuses while one runs.
-//! Moving the checkpoint never re-sends what the topic already holds: on start the producer
-//! still skips every event at or below each partition's last record (see [`crate::position`]).
-//! Moving it *forward* skips changes on purpose; moving it back only re-reads the binlog.
+//! The checkpoint it writes is marked as a reset: on the next start it overrides the checkpoint
+//! the topic holds (`<topic>-checkpoints`). Moving it never re-sends what the topic already
+//! holds: records below the topic's checkpoint are skipped. Moving it *forward* skips changes on
+//! purpose; moving it back only re-reads the binlog. `--snapshot` asks the next start for a new
+//! snapshot, whatever the topic holds.
 
 use std::path::PathBuf;
 
@@ -172,15 +174,15 @@ pub fn status(args: &StatusArgs) -> Result<String> {
 /// Runs `reset`; returns a description of what changed.
 pub async fn reset(args: &ResetArgs) -> Result<String> {
     let target = match (&args.to_position, &args.to_gtid) {
-        (Some(p), _) => Some((p.clone(), None)),
+        (Some(p), _) => Some((p.clone(), None, None)),
         (None, Some(g)) => {
             let url = args.mysql_url.as_deref().ok_or_else(|| {
                 Error::Config(
                     "--to-gtid: expected --mysql-url to look the GTID up, found none".into(),
                 )
             })?;
-            let pos = position_after_gtid(url, args.mysql_password.as_deref(), g).await?;
-            Some((pos, Some(g.clone())))
+            let (pos, source) = position_after_gtid(url, args.mysql_password.as_deref(), g).await?;
+            Some((pos, Some(g.clone()), Some(source)))
         }
         (None, None) => None,
     };
@@ -198,13 +200,15 @@ pub async fn reset(args: &ResetArgs) -> Result<String> {
             .as_ref()
             .map_or("no checkpoint".to_string(), |c| c.position.to_string());
         match target {
-            Some((position, gtid)) => {
+            Some((position, gtid, source)) => {
+                // --to-gtid names the server it found the GTID on (a failover target is
+                // accepted that way); --to-position keeps the server of the old checkpoint
                 let cp = Checkpoint {
-                    position: position.clone(),
                     gtid,
-                    last_commit_ts_ms: 0,
                     last_updated_us: old.as_ref().and_then(|c| c.last_updated_us),
-                    snapshot: None,
+                    source: source.or_else(|| old.as_ref().and_then(|c| c.source.clone())),
+                    reset: true,
+                    ..Checkpoint::at(position.clone())
                 };
                 store.save(&cp)?;
                 Ok(format!(
@@ -213,7 +217,7 @@ pub async fn reset(args: &ResetArgs) -> Result<String> {
                 ))
             }
             None => {
-                store.clear()?;
+                store.request_snapshot()?;
                 Ok(format!(
                     "{}: checkpoint {was} removed; the next start (--snapshot initial) takes a new snapshot",
                     path.display()
@@ -231,9 +235,10 @@ pub async fn position_after_gtid(
     url: &str,
     password: Option<&str>,
     gtid: &str,
-) -> Result<BinlogPosition> {
+) -> Result<(BinlogPosition, crate::position::SourceId)> {
     let opts = crate::preflight::mysql_opts(url, password)?;
     let mut conn = crate::preflight::connect(&opts).await?;
+    let source = crate::preflight::source_id(&mut conn).await?;
     let files = crate::preflight::binlog_files(&mut conn).await?;
     for file in files.iter().rev() {
         let rows: Vec<(String, u64, String, u64, u64, String)> = conn
@@ -245,7 +250,7 @@ pub async fn position_after_gtid(
             .map_err(|e| Error::mysql(format!("reading the events of {file}"), e))?;
         if let Some(pos) = find_after_gtid(&rows, gtid) {
             let _ = conn.disconnect().await;
-            return Ok(BinlogPosition::new(file.clone(), pos));
+            return Ok((BinlogPosition::new(file.clone(), pos), source));
         }
     }
     let _ = conn.disconnect().await;

@@ -130,7 +130,9 @@ pub fn envelope_schema_json(table: &TableSchema) -> String {
                 {"name": "ts_ms", "type": "long", "doc": "binlog event time (ms since epoch)"},
                 {"name": "snapshot", "type": "boolean"},
                 {"name": "db", "type": "string"},
-                {"name": "table", "type": "string"}
+                {"name": "table", "type": "string"},
+                {"name": "connector", "type": "string", "doc": "the connector that wrote the record (--name)"},
+                {"name": "server_uuid", "type": ["null", "string"], "default": null, "doc": "the source's server_uuid (MySQL)"}
             ]}},
             {"name": "ts_ms", "type": "long", "doc": "when rtis read the change (ms since epoch)"}
         ]
@@ -259,6 +261,10 @@ pub struct SourceInfo<'a> {
     pub gtid: Option<&'a str>,
     pub ts_ms: i64,
     pub snapshot: bool,
+    /// The connector that writes the record (`--name`).
+    pub connector: &'a str,
+    /// The source's `server_uuid` (MySQL; MariaDB has none).
+    pub server_uuid: Option<&'a str>,
 }
 
 /// Encodes a whole envelope message (single-object header included).
@@ -299,6 +305,14 @@ pub fn encode_envelope(
     out.push(source.snapshot as u8);
     put_bytes(out, table.db.as_bytes());
     put_bytes(out, table.table.as_bytes());
+    put_bytes(out, source.connector.as_bytes());
+    match source.server_uuid {
+        None => put_long(out, 0),
+        Some(u) => {
+            put_long(out, 1);
+            put_bytes(out, u.as_bytes());
+        }
+    }
     put_long(out, ts_ms);
 }
 
@@ -526,6 +540,8 @@ mod tests {
             gtid: Some("0-1-7"),
             ts_ms: 1_700_000_000_000,
             snapshot: false,
+            connector: "shop-product",
+            server_uuid: None,
         };
         let mut msg = Vec::new();
         encode_envelope(&mut msg, &schema, &t, "u", Some(&row), Some(&row), &src, 42);
@@ -543,6 +559,8 @@ mod tests {
         assert_eq!(json["source"]["gtid"], "0-1-7");
         assert_eq!(json["source"]["pos"], 1234);
         assert_eq!(json["source"]["table"], "product");
+        assert_eq!(json["source"]["connector"], "shop-product");
+        assert_eq!(json["source"]["server_uuid"], Json::Null);
         assert_eq!(json["ts_ms"], 42);
 
         let reader = apache_avro::GenericSingleObjectReader::new(schema.schema.clone()).unwrap();

@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
-use crate::position::BinlogPosition;
+use crate::position::{BinlogPosition, SourceId, SourcePos};
 
 /// What is durable after a crash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,96 @@ pub struct Checkpoint {
     pub last_updated_us: Option<i64>,
     /// Set while a snapshot is in progress (streaming then starts at `position`, its anchor).
     pub snapshot: Option<SnapshotState>,
+    /// Set when a transaction's records were committed only in part (a source transaction too
+    /// large for one Kafka transaction): its records at or below this position are in the
+    /// topic, and reading resumes at `position` (the transaction's start) skipping them.
+    pub resume_after: Option<SourcePos>,
+    /// The server the position belongs to (positions mean nothing on another server).
+    pub source: Option<SourceId>,
+    /// Written by `rtis-producer reset`: this checkpoint overrides the one in the topic on the
+    /// next start.
+    pub reset: bool,
+}
+
+impl Checkpoint {
+    /// A checkpoint at `position` with nothing else known.
+    pub fn at(position: BinlogPosition) -> Self {
+        Self {
+            position,
+            gtid: None,
+            last_commit_ts_ms: 0,
+            last_updated_us: None,
+            snapshot: None,
+            resume_after: None,
+            source: None,
+            reset: false,
+        }
+    }
+
+    /// The record of this checkpoint in `<topic>-checkpoints` (JSON), written by `connector`.
+    pub fn to_json(&self, connector: &str) -> String {
+        serde_json::json!({
+            "connector": connector,
+            "binlog_file": self.position.file,
+            "binlog_pos": self.position.pos,
+            "gtid": self.gtid,
+            "last_commit_ts_ms": self.last_commit_ts_ms,
+            "last_updated_us": self.last_updated_us,
+            "snapshot": self.snapshot.as_ref().map(|s| serde_json::json!({
+                "since_us": s.since_us,
+                "cursor": s.cursor.map(|c| c.to_string()),
+                "rows": s.rows,
+                "only": s.only,
+            })),
+            "resume_after": self.resume_after.map(|p| p.to_string()),
+            "source": self.source.as_ref().map(ToString::to_string),
+            "written_at_ms": now_ms(),
+        })
+        .to_string()
+    }
+
+    /// Parses a record of `<topic>-checkpoints`.
+    pub fn from_json(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let j: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        let str_of = |k: &str| j[k].as_str().map(str::to_string);
+        let bad = |k: &str| format!("field {k} missing or malformed");
+        let parse_opt = |k: &str, v: &serde_json::Value| -> std::result::Result<Option<String>, String> {
+            match v {
+                serde_json::Value::Null => Ok(None),
+                serde_json::Value::String(s) => Ok(Some(s.clone())),
+                _ => Err(bad(k)),
+            }
+        };
+        let snapshot = match &j["snapshot"] {
+            serde_json::Value::Null => None,
+            s => Some(SnapshotState {
+                since_us: s["since_us"].as_i64(),
+                cursor: parse_opt("snapshot.cursor", &s["cursor"])?
+                    .map(|c| c.parse::<SortKey>())
+                    .transpose()?,
+                rows: s["rows"].as_u64().ok_or_else(|| bad("snapshot.rows"))?,
+                only: s["only"].as_bool().unwrap_or(false),
+            }),
+        };
+        Ok(Self {
+            position: BinlogPosition::new(
+                str_of("binlog_file").ok_or_else(|| bad("binlog_file"))?,
+                j["binlog_pos"].as_u64().ok_or_else(|| bad("binlog_pos"))?,
+            ),
+            gtid: parse_opt("gtid", &j["gtid"])?,
+            last_commit_ts_ms: j["last_commit_ts_ms"].as_i64().unwrap_or(0),
+            last_updated_us: j["last_updated_us"].as_i64(),
+            snapshot,
+            resume_after: parse_opt("resume_after", &j["resume_after"])?
+                .map(|p| p.parse().map_err(|e: crate::position::ParsePositionError| e.to_string()))
+                .transpose()?,
+            source: parse_opt("source", &j["source"])?
+                .map(|p| p.parse().map_err(|e: crate::position::ParsePositionError| e.to_string()))
+                .transpose()?,
+            reset: false,
+        })
+    }
 }
 
 /// Progress of a snapshot, durable with the records it covers.
@@ -221,6 +311,25 @@ impl CheckpointStore {
             );",
         )
         .map_err(locked)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS request (id INTEGER PRIMARY KEY CHECK (id = 1), kind TEXT NOT NULL);",
+        )
+        .map_err(locked)?;
+        // columns added after the first version
+        let cols: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('checkpoint')")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .map_err(locked)?;
+        for (name, ty) in [
+            ("resume_after", "TEXT"),
+            ("source", "TEXT"),
+            ("reset_pending", "INTEGER"),
+        ] {
+            if !cols.iter().any(|c| c == name) {
+                conn.execute_batch(&format!("ALTER TABLE checkpoint ADD COLUMN {name} {ty}"))
+                    .map_err(locked)?;
+            }
+        }
         Ok(Self {
             conn,
             path: path.to_path_buf(),
@@ -276,6 +385,32 @@ impl CheckpointStore {
         })
     }
 
+    /// Removes the checkpoint and asks the next start for a new snapshot, whatever checkpoint
+    /// the topic holds (`reset --snapshot`). The request ends with the next checkpoint saved.
+    pub fn request_snapshot(&self) -> Result<()> {
+        self.clear()?;
+        self.conn
+            .execute("INSERT OR REPLACE INTO request (id, kind) VALUES (1, 'snapshot')", [])
+            .map(|_| ())
+            .map_err(|e| Error::State {
+                path: self.path.clone(),
+                msg: format!("cannot record the snapshot request: {e}"),
+            })
+    }
+
+    /// Whether `reset --snapshot` asked for a new snapshot.
+    pub fn snapshot_requested(&self) -> Result<bool> {
+        self.conn
+            .query_row("SELECT count(*) FROM request WHERE kind = 'snapshot'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n > 0)
+            .map_err(|e| Error::State {
+                path: self.path.clone(),
+                msg: format!("cannot read the requests: {e}"),
+            })
+    }
+
     /// Removes the checkpoint: the next start behaves like a first start (`--snapshot`).
     pub fn clear(&self) -> Result<()> {
         self.conn
@@ -296,14 +431,25 @@ impl CheckpointStore {
     }
 
     pub fn save(&self, cp: &Checkpoint) -> Result<()> {
+        if !cp.reset {
+            // a checkpoint of a new run answers a pending `reset --snapshot`
+            self.conn
+                .execute("DELETE FROM request", [])
+                .map_err(|e| Error::State {
+                    path: self.path.clone(),
+                    msg: format!("cannot write the checkpoint: {e}"),
+                })?;
+        }
         self.conn
             .execute(
                 "INSERT INTO checkpoint (id, binlog_file, binlog_pos, gtid, last_commit_ts_ms, last_updated_us,
-                    snapshot_since_us, snapshot_cursor, snapshot_rows, snapshot_only, written_at_ms)
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                    snapshot_since_us, snapshot_cursor, snapshot_rows, snapshot_only, written_at_ms,
+                    resume_after, source, reset_pending)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT(id) DO UPDATE SET binlog_file = ?1, binlog_pos = ?2, gtid = ?3,
                    last_commit_ts_ms = ?4, last_updated_us = ?5, snapshot_since_us = ?6,
-                   snapshot_cursor = ?7, snapshot_rows = ?8, snapshot_only = ?9, written_at_ms = ?10",
+                   snapshot_cursor = ?7, snapshot_rows = ?8, snapshot_only = ?9, written_at_ms = ?10,
+                   resume_after = ?11, source = ?12, reset_pending = ?13",
                 params![
                     cp.position.file,
                     cp.position.pos as i64,
@@ -314,7 +460,10 @@ impl CheckpointStore {
                     cp.snapshot.as_ref().and_then(|s| s.cursor.map(|c| c.to_string())),
                     cp.snapshot.as_ref().map(|s| s.rows as i64),
                     cp.snapshot.as_ref().map(|s| s.only as i64),
-                    now_ms()
+                    now_ms(),
+                    cp.resume_after.map(|p| p.to_string()),
+                    cp.source.as_ref().map(ToString::to_string),
+                    cp.reset as i64,
                 ],
             )
             .map(|_| ())
@@ -334,10 +483,29 @@ fn has_checkpoint_table(conn: &Connection) -> rusqlite::Result<bool> {
     .map(|n| n > 0)
 }
 
+/// An optional text column parsed with `FromStr`.
+fn parsed<T: std::str::FromStr>(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: Option<String> = r.get(i)?;
+    text.map(|t| {
+        t.parse::<T>().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                i,
+                rusqlite::types::Type::Text,
+                e.to_string().into(),
+            )
+        })
+    })
+    .transpose()
+}
+
 fn load_from(conn: &Connection, path: &Path) -> Result<Option<Checkpoint>> {
     conn.query_row(
         "SELECT binlog_file, binlog_pos, gtid, last_commit_ts_ms, last_updated_us,
-                        snapshot_since_us, snapshot_cursor, snapshot_rows, snapshot_only
+                        snapshot_since_us, snapshot_cursor, snapshot_rows, snapshot_only,
+                        resume_after, source, reset_pending
                  FROM checkpoint WHERE id = 1",
         [],
         |r| {
@@ -364,6 +532,9 @@ fn load_from(conn: &Connection, path: &Path) -> Result<Option<Checkpoint>> {
                     rows: rows as u64,
                     only: r.get::<_, Option<i64>>(8).ok().flatten().unwrap_or(0) != 0,
                 }),
+                resume_after: parsed(r, 9)?,
+                source: parsed(r, 10)?,
+                reset: r.get::<_, Option<i64>>(11)?.unwrap_or(0) != 0,
             })
         },
     )
@@ -466,7 +637,33 @@ mod tests {
                 rows: pos,
                 only: true,
             }),
+            resume_after: (pos % 3 == 0).then_some(SourcePos {
+                file_seq: 1,
+                pos,
+                row: 2,
+                sub: 1,
+            }),
+            source: Some(SourceId {
+                server_id: 7,
+                server_uuid: (pos % 2 == 1).then(|| "3e11fa47-71ca-11e1-9e33-c80aa9429562".into()),
+            }),
+            reset: pos % 5 == 0,
         }
+    }
+
+    #[test]
+    fn checkpoint_records_round_trip_as_json() {
+        for p in [99, 100, 102, 105] {
+            let mut c = cp(p);
+            c.reset = false; // not part of the topic's record
+            let json = c.to_json("shop-connector");
+            let j: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(j["connector"], "shop-connector");
+            assert_eq!(Checkpoint::from_json(json.as_bytes()).unwrap(), c, "{json}");
+        }
+        let e = Checkpoint::from_json(b"{\"binlog_pos\": 4}").unwrap_err();
+        assert!(e.contains("binlog_file"), "{e}");
+        assert!(Checkpoint::from_json(b"nope").is_err());
     }
 
     #[test]

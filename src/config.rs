@@ -69,6 +69,23 @@ pub struct ProducerConfig {
     #[arg(long, env = "RTIS_PARTITIONS")]
     pub partitions: Option<i32>,
 
+    /// Replicas per partition of the topics rtis creates (the change topic, `<topic>-schemas`,
+    /// `<topic>-checkpoints`). Default: min(3, brokers in the cluster).
+    #[arg(long, env = "RTIS_REPLICATION_FACTOR")]
+    pub replication_factor: Option<i32>,
+
+    /// `min.insync.replicas` of the topics rtis creates: with acks=all a write succeeds once
+    /// this many replicas have it. Default: 2 with three or more replicas, else 1.
+    #[arg(long, env = "RTIS_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<i32>,
+
+    /// Connector name: identifies this connector's records (header `rtis.writer`), its
+    /// checkpoint in `<topic>-checkpoints` and its Kafka `transactional.id` (`rtis-<name>`),
+    /// which fences any earlier producer of the same name. Keep it stable across restarts
+    /// and machines. Default: the topic's name (one connector per topic).
+    #[arg(long, env = "RTIS_NAME")]
+    pub name: Option<String>,
+
     /// SQLite checkpoint file. Locked while a producer runs: one producer per file. With several
     /// tables, each has its own file: `{table}` in the path is replaced by the table's name,
     /// otherwise `.<table>` is inserted before the extension (`state/rtis.product.sqlite`).
@@ -228,6 +245,15 @@ impl ProducerConfig {
                 c.table = t.clone();
                 c.topic = self.topic.replace("{table}", t);
                 c.state = table_state_path(&self.state, t, several);
+                c.name = self.name.as_ref().map(|n| {
+                    if n.contains("{table}") {
+                        n.replace("{table}", t)
+                    } else if several {
+                        format!("{n}.{t}")
+                    } else {
+                        n.clone()
+                    }
+                });
                 c.server_id = self.server_id.checked_add(i as u32).ok_or_else(|| {
                     Error::Config(format!(
                         "--server-id: {} + {i} tables overflows a 32-bit id",
@@ -237,6 +263,11 @@ impl ProducerConfig {
                 Ok(c)
             })
             .collect()
+    }
+
+    /// The connector name (`--name`, default the topic).
+    pub fn connector_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.topic.clone())
     }
 
     pub fn heartbeat(&self) -> Duration {
@@ -260,6 +291,11 @@ impl ProducerConfig {
         if self.max_in_flight == 0 {
             return Err(Error::Config(
                 "--max-in-flight: expected at least 1, found 0".into(),
+            ));
+        }
+        if self.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(Error::Config(
+                "--name: expected a connector name, found an empty string".into(),
             ));
         }
         if self.topic.is_empty() {
@@ -337,8 +373,6 @@ pub fn parse_kafka_options(opts: &[String]) -> Result<Vec<(String, String)>> {
 pub fn kafka_client_config(brokers: &str, extra: &[String]) -> Result<ClientConfig> {
     let mut cfg = ClientConfig::new();
     cfg.set("bootstrap.servers", brokers)
-        // Never try ::1 for a broker advertised on an IPv4 literal.
-        .set("broker.address.family", "v4")
         .set("socket.keepalive.enable", "true");
     for (k, v) in parse_kafka_options(extra)? {
         cfg.set(k, v);

@@ -7,10 +7,15 @@
 //! * Lines are appended in batches, each batch followed by `fsync`, before the next poll; on a
 //!   revoke the pending batch is written and synced before the partition is given up. An
 //!   exclusive `flock` on each file guards against two writers.
-//! * A record that cannot be decoded goes whole to `<topic>-<partition>.dead.jsonl`.
-//! * A partition that no member consumes (its committed offset stands still with records to
-//!   read) makes the member rejoin the group ([`GroupWatch`]), so survivors take over a dead
-//!   member's partitions also where the coordinator forgets to rebalance (tansu 0.6.0).
+//! * A record that can never be decoded (not rtis's encoding, a corrupt body, a schema the
+//!   schema topic does not hold) goes whole to `<topic>-<partition>.dead.jsonl`. A record whose
+//!   writer schema cannot be read *right now* (broker hiccup) is retried: its partition is
+//!   rewound to it and read again after a backoff.
+//! * The group uses the cooperative-sticky assignor: a rebalance moves only the partitions that
+//!   change owner (a dead member's, after `session.timeout.ms`), the others keep being written.
+//! * Only committed records are read (`isolation.level=read_committed`): records of a producer
+//!   transaction that was aborted (a fenced or crashed producer) never reach the files.
+//! * A topic that does not exist yet is waited for.
 //!
 //! All file I/O runs on a dedicated thread, never on the async runtime's workers.
 
@@ -25,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -38,11 +43,16 @@ use crate::metrics::ConsumerMetrics;
 
 const BATCH: usize = 1000;
 const BATCH_WAIT: Duration = Duration::from_millis(50);
-/// How often the lag gauges are refreshed from the broker's high watermarks, and the other
-/// members' partitions are checked for a stall ([`GroupWatch`]).
+/// How often the lag gauges are refreshed from the broker's high watermarks.
 const LAG_REFRESH: Duration = Duration::from_secs(5);
-/// The shortest stall of another member's partition that makes this member rejoin.
-const MIN_STALL: Duration = Duration::from_secs(15);
+/// How long a record whose writer schema cannot be loaded right now waits before it is read
+/// again (doubling up to [`MAX_RETRY_WAIT`]).
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(250);
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+/// How many full reads of the schema topic must miss a fingerprint before the record is taken
+/// as undecodable (the schema is published before the first record that uses it, so one read
+/// after the record was seen normally finds it).
+const UNKNOWN_SCHEMA_READS: u32 = 3;
 
 /// Data file and dead-letter file of one partition, locked while owned.
 struct PartitionFiles {
@@ -228,7 +238,12 @@ impl ConsumerContext for Ctx {
                         Err(e) => self.fail(e),
                     }
                 }
-                if let Err(e) = consumer.assign(tpl) {
+                // cooperative: only the partitions added by this rebalance are in `tpl`
+                let res = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+                    _ => consumer.assign(tpl),
+                };
+                if let Err(e) = res {
                     self.fail(Error::kafka("assigning partitions", e));
                 }
             }
@@ -247,117 +262,32 @@ impl ConsumerContext for Ctx {
                     tracing::info!(partition = p, "revoked");
                 }
                 drop(files);
-                let _ = consumer.unassign();
+                let _ = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+                    _ => consumer.unassign(),
+                };
             }
             other => tracing::warn!(error = ?other, "rebalance error"),
         }
     }
 }
 
-/// Finds partitions that no live member consumes, checked every [`LAG_REFRESH`].
-///
-/// A coordinator moves a dead member's partitions by rebalancing: every live member is told
-/// (its heartbeat answers REBALANCE_IN_PROGRESS) and gets a new assignment. tansu 0.6.0 drops a
-/// member whose session expired without doing so: the group keeps its old generation and
-/// assignment, and the dead member's partitions are never read again. (Its DescribeGroups
-/// fails on sqlite storage, so group membership cannot be asked for.) Every rtis member commits
-/// the group offset after each fsync, so a partition owned by a live member has a committed
-/// offset that moves whenever there is something to read. When, for a partition this member
-/// does not own, there are records past the committed offset and that offset has not moved
-/// for the stall period, the member leaves and rejoins the group, which opens a new
-/// generation and hands the partition out again. On Apache Kafka a dead member's partitions
-/// move after `session.timeout.ms`, well within the stall period (three session timeouts, at
-/// least 15 s), so this stays quiet; a needless rejoin would cost one rebalance, since the files
-/// carry the progress. After a rejoin the clocks restart: at most one rejoin per period.
-#[derive(Debug)]
-pub struct GroupWatch {
-    stall: Duration,
-    /// Per partition not owned here: its committed offset and since when it is unchanged.
-    seen: HashMap<i32, (i64, Instant)>,
+/// Why a record could not be rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Undecodable {
+    /// Its writer schema cannot be read right now (broker hiccup): read it again later.
+    NotNow(String),
+    /// It can never be decoded: to the dead-letter file.
+    Never(String),
 }
 
-impl GroupWatch {
-    pub fn new(stall: Duration) -> Self {
-        Self {
-            stall,
-            seen: HashMap::new(),
+impl Undecodable {
+    fn context(self, what: &str) -> Self {
+        match self {
+            Undecodable::NotNow(m) => Undecodable::NotNow(format!("{what}: {m}")),
+            Undecodable::Never(m) => Undecodable::Never(format!("{what}: {m}")),
         }
     }
-
-    /// Takes one look at the partitions this member does not own, as `(partition, committed
-    /// offset or -1, high watermark)`; returns a stalled partition when the member should
-    /// rejoin.
-    pub fn observe(&mut self, now: Instant, others: &[(i32, i64, i64)]) -> Option<i32> {
-        self.seen.retain(|p, _| others.iter().any(|o| o.0 == *p));
-        let mut stalled = None;
-        for &(p, committed, high) in others {
-            let e = self.seen.entry(p).or_insert((committed, now));
-            if e.0 != committed || committed.max(0) >= high {
-                *e = (committed, now); // moving, or nothing to read
-            } else if now.duration_since(e.1) >= self.stall {
-                stalled = Some(p);
-            }
-        }
-        if stalled.is_some() {
-            self.seen.clear();
-        }
-        stalled
-    }
-}
-
-/// Checks the partitions this member does not own ([`GroupWatch`]) and rejoins the group when
-/// one of them stalled.
-fn watch_group(
-    consumer: &BaseConsumer<Ctx>,
-    topic: &str,
-    partitions: i32,
-    watch: &mut GroupWatch,
-) -> Result<()> {
-    let ctx = consumer.context();
-    let owned: Vec<i32> = ctx.files.lock().unwrap().keys().copied().collect();
-    let mut tpl = TopicPartitionList::new();
-    for p in (0..partitions).filter(|p| !owned.contains(p)) {
-        tpl.add_partition(topic, p);
-    }
-    let mut others = Vec::new();
-    if tpl.count() > 0 {
-        let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(2)) else {
-            return Ok(()); // the next check tries again
-        };
-        for e in committed.elements() {
-            let Ok((_, high)) =
-                consumer.fetch_watermarks(topic, e.partition(), Duration::from_secs(2))
-            else {
-                return Ok(());
-            };
-            let offset = match e.offset() {
-                Offset::Offset(o) => o,
-                _ => -1,
-            };
-            others.push((e.partition(), offset, high));
-        }
-    }
-    let Some(stalled) = watch.observe(Instant::now(), &others) else {
-        return Ok(());
-    };
-    tracing::warn!(
-        partition = stalled,
-        stalled_for_s = watch.stall.as_secs(),
-        "no member of the group consumes this partition (its committed offset stands still with records to read); leaving and rejoining the group so its partitions are handed out again"
-    );
-    // leaving revokes (flush, fsync, unlock) and ends this member id; records polled meanwhile
-    // belong to no owned partition and are not written (the files carry the progress)
-    consumer.unsubscribe();
-    let left = Instant::now();
-    while left.elapsed() < Duration::from_secs(1) || !ctx.files.lock().unwrap().is_empty() {
-        if left.elapsed() > Duration::from_secs(10) {
-            break;
-        }
-        let _ = consumer.poll(Duration::from_millis(100));
-    }
-    consumer
-        .subscribe(&[topic])
-        .map_err(|e| Error::kafka(format!("resubscribing to {topic}"), e))
 }
 
 /// Writer schemas by fingerprint, loaded from `<topic>-schemas`.
@@ -366,74 +296,70 @@ struct Schemas {
     extra: Vec<String>,
     topic: String,
     cache: HashMap<[u8; 8], WriterSchema>,
+    /// Full reads of the schema topic that missed a fingerprint.
+    misses: HashMap<[u8; 8], u32>,
 }
 
 impl Schemas {
     fn reload(&mut self) -> Result<()> {
-        let mut cfg = kafka_client_config(&self.brokers, &self.extra)?;
-        cfg.set("group.id", "rtis-schema-reader")
-            .set("enable.auto.commit", "false");
-        let c: BaseConsumer = cfg
-            .create()
-            .map_err(|e| Error::kafka("creating the schema reader", e))?;
-        let (low, high) = c
-            .fetch_watermarks(&self.topic, 0, Duration::from_secs(10))
-            .map_err(|e| Error::kafka(format!("reading {}", self.topic), e))?;
-        if high <= low {
-            return Ok(());
-        }
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, 0, Offset::Offset(low))
-            .map_err(|e| Error::kafka("schema assignment", e))?;
-        c.assign(&tpl)
-            .map_err(|e| Error::kafka("schema assignment", e))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if Instant::now() > deadline {
-                return Err(Error::Preflight(format!(
-                    "reading {} timed out",
-                    self.topic
-                )));
-            }
-            let Some(m) = c.poll(Duration::from_millis(200)) else {
-                continue;
-            };
-            let m = m.map_err(|e| Error::kafka(format!("reading {}", self.topic), e))?;
-            if let Some(json) = m.payload().and_then(|p| std::str::from_utf8(p).ok()) {
-                match WriterSchema::parse(json) {
-                    Ok(s) => {
-                        self.cache.insert(s.fingerprint, s);
-                    }
-                    Err(e) => {
-                        tracing::warn!(offset = m.offset(), error = %e, "ignoring a bad schema record")
+        let cache = &mut self.cache;
+        crate::kafka::read_to_end(
+            &self.brokers,
+            &self.extra,
+            &self.topic,
+            0,
+            Offset::Beginning,
+            Duration::from_secs(30),
+            |m| {
+                if let Some(json) = m.payload().and_then(|p| std::str::from_utf8(p).ok()) {
+                    match WriterSchema::parse(json) {
+                        Ok(s) => {
+                            cache.insert(s.fingerprint, s);
+                        }
+                        Err(e) => {
+                            tracing::warn!(offset = m.offset(), error = %e, "ignoring a bad schema record")
+                        }
                     }
                 }
-            }
-            if m.offset() >= high - 1 {
-                return Ok(());
-            }
-        }
+            },
+        )
     }
 
-    fn decode(&mut self, bytes: &[u8]) -> std::result::Result<Json, String> {
-        let (fp, body) =
-            split_single_object(bytes).ok_or("not Avro single-object encoded (no C3 01 marker)")?;
+    fn decode(&mut self, bytes: &[u8]) -> std::result::Result<Json, Undecodable> {
+        let (fp, body) = split_single_object(bytes).ok_or_else(|| {
+            Undecodable::Never("not Avro single-object encoded (no C3 01 marker)".into())
+        })?;
         if !self.cache.contains_key(&fp) {
-            self.reload()
-                .map_err(|e| format!("cannot load writer schemas: {e}"))?;
+            self.reload().map_err(|e| {
+                Undecodable::NotNow(format!("cannot load writer schemas from {}: {e}", self.topic))
+            })?;
         }
-        let schema = self
-            .cache
-            .get(&fp)
-            .ok_or_else(|| format!("unknown writer schema fingerprint {}", fingerprint_hex(&fp)))?;
-        crate::avro::decode_to_json(schema, body)
+        let Some(schema) = self.cache.get(&fp) else {
+            let misses = self.misses.entry(fp).or_default();
+            *misses += 1;
+            let msg = format!(
+                "unknown writer schema fingerprint {} (not in {} after {} full reads)",
+                fingerprint_hex(&fp),
+                self.topic,
+                misses
+            );
+            return Err(if *misses < UNKNOWN_SCHEMA_READS {
+                Undecodable::NotNow(msg)
+            } else {
+                Undecodable::Never(msg)
+            });
+        };
+        crate::avro::decode_to_json(schema, body).map_err(Undecodable::Never)
     }
 }
 
 /// Turns one message into its JSON line (or an error for the dead-letter file).
-fn render(schemas: &mut Schemas, m: &BorrowedMessage<'_>) -> std::result::Result<Json, String> {
+fn render(
+    schemas: &mut Schemas,
+    m: &BorrowedMessage<'_>,
+) -> std::result::Result<Json, Undecodable> {
     let key = match m.key() {
-        Some(k) => schemas.decode(k).map_err(|e| format!("key: {e}"))?,
+        Some(k) => schemas.decode(k).map_err(|e| e.context("key"))?,
         None => Json::Null,
     };
     let mut line = serde_json::Map::new();
@@ -445,8 +371,8 @@ fn render(schemas: &mut Schemas, m: &BorrowedMessage<'_>) -> std::result::Result
             line.insert("op".into(), json!("tombstone"));
         }
         Some(v) => {
-            let Json::Object(env) = schemas.decode(v).map_err(|e| format!("value: {e}"))? else {
-                return Err("value: not a record".into());
+            let Json::Object(env) = schemas.decode(v).map_err(|e| e.context("value"))? else {
+                return Err(Undecodable::Never("value: not a record".into()));
             };
             for (k, v) in env {
                 line.insert(k, v);
@@ -501,18 +427,12 @@ pub fn run_blocking(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "roundrobin");
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "cooperative-sticky");
     let consumer: BaseConsumer<Ctx> = kcfg
         .create_with_context(ctx)
         .map_err(|e| Error::kafka("creating the consumer (check --kafka-option values)", e))?;
-    let Some(partitions) =
-        crate::kafka::partition_count(&cfg.brokers, &cfg.kafka_options, &cfg.topic)?
-    else {
-        return Err(Error::Preflight(format!(
-            "--topic: expected topic {} to exist on {}, found none",
-            cfg.topic, cfg.brokers
-        )));
-    };
+    wait_for_topic(&cfg, &stop)?;
     consumer
         .subscribe(&[&cfg.topic])
         .map_err(|e| Error::kafka(format!("subscribing to {}", cfg.topic), e))?;
@@ -521,22 +441,16 @@ pub fn run_blocking(
         extra: cfg.kafka_options.clone(),
         topic: format!("{}-schemas", cfg.topic),
         cache: HashMap::new(),
+        misses: HashMap::new(),
     };
     tracing::info!(topic = %cfg.topic, group = %cfg.group, dir = %cfg.out_dir.display(), "consuming");
     let mut batch = 0usize;
     let mut batch_started = Instant::now();
     let mut lag_checked = Instant::now();
-    let session_ms: u64 = kcfg
-        .get("session.timeout.ms")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(45_000);
-    let mut watch = GroupWatch::new(Duration::from_millis(3 * session_ms).max(MIN_STALL));
+    let mut retry_wait = FIRST_RETRY_WAIT;
     while !stop.load(Ordering::SeqCst) {
         if lag_checked.elapsed() >= LAG_REFRESH {
             refresh_lag(&consumer, &cfg.topic);
-            if let Err(e) = watch_group(&consumer, &cfg.topic, partitions, &mut watch) {
-                consumer.context().fail(e);
-            }
             lag_checked = Instant::now();
         }
         let timeout = if batch == 0 {
@@ -546,32 +460,39 @@ pub fn run_blocking(
         };
         let polled = consumer.poll(timeout);
         let idle = polled.is_none();
+        let mut rewind = None;
         if let Some(res) = polled {
             match res {
                 Err(e) => tracing::warn!(error = %e, "consumer error (retrying)"),
                 Ok(m) => {
                     let p = m.partition();
-                    let rendered = render(&mut schemas, &m);
                     let mut files = consumer.context().files.lock().unwrap();
-                    if let Some(f) = files.get_mut(&p) {
-                        if f.next_offset.is_none_or(|n| m.offset() >= n) {
-                            match rendered {
-                                Ok(line) => {
-                                    serde_json::to_writer(&mut f.pending, &line).expect("json");
-                                    f.pending.push(b'\n');
-                                    f.pending_n += 1;
-                                }
-                                Err(err) => {
-                                    tracing::warn!(partition = p, offset = m.offset(), error = %err, "dead-lettering an undecodable record");
-                                    serde_json::to_writer(
-                                        &mut f.pending_dead,
-                                        &dead_line(&m, &err),
-                                    )
-                                    .expect("json");
-                                    f.pending_dead.push(b'\n');
-                                    f.pending_dead_n += 1;
-                                }
+                    let wanted = files
+                        .get(&p)
+                        .is_some_and(|f| f.next_offset.is_none_or(|n| m.offset() >= n));
+                    if wanted {
+                        let rendered = render(&mut schemas, &m);
+                        let f = files.get_mut(&p).expect("owned partition");
+                        match rendered {
+                            Ok(line) => {
+                                serde_json::to_writer(&mut f.pending, &line).expect("json");
+                                f.pending.push(b'\n');
+                                f.pending_n += 1;
+                                retry_wait = FIRST_RETRY_WAIT;
                             }
+                            Err(Undecodable::NotNow(err)) => {
+                                tracing::warn!(partition = p, offset = m.offset(), error = %err, retry_in_ms = retry_wait.as_millis() as u64, "cannot decode a record right now; reading it again later");
+                                rewind = Some((p, m.offset()));
+                            }
+                            Err(Undecodable::Never(err)) => {
+                                tracing::warn!(partition = p, offset = m.offset(), error = %err, "dead-lettering an undecodable record");
+                                serde_json::to_writer(&mut f.pending_dead, &dead_line(&m, &err))
+                                    .expect("json");
+                                f.pending_dead.push(b'\n');
+                                f.pending_dead_n += 1;
+                            }
+                        }
+                        if rewind.is_none() {
                             f.next_offset = Some(m.offset() + 1);
                             f.dirty = true;
                             if batch == 0 {
@@ -583,7 +504,9 @@ pub fn run_blocking(
                 }
             }
         }
-        if batch > 0 && (idle || batch >= BATCH || batch_started.elapsed() >= BATCH_WAIT) {
+        if batch > 0
+            && (idle || rewind.is_some() || batch >= BATCH || batch_started.elapsed() >= BATCH_WAIT)
+        {
             let offsets = consumer.context().flush();
             match offsets {
                 Ok(tpl) => {
@@ -595,16 +518,50 @@ pub fn run_blocking(
             }
             batch = 0;
         }
+        if let Some((p, offset)) = rewind {
+            // the partition is read again from this record; the records of it fetched after it
+            // are dropped by the seek
+            if let Err(e) = consumer.seek(&cfg.topic, p, Offset::Offset(offset), Duration::from_secs(10)) {
+                tracing::warn!(partition = p, error = %e, "rewinding the partition failed; retrying");
+            }
+            let until = Instant::now() + retry_wait;
+            // no poll meanwhile: what it returned would have to be rewound as well
+            while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            retry_wait = (retry_wait * 2).min(MAX_RETRY_WAIT);
+        }
     }
     if let Err(e) = consumer.context().flush() {
         consumer.context().fail(e);
     }
     let failure = consumer.context().failure.lock().unwrap().take();
     // leaving the group revokes the partitions (flushing their files) and lets others take over
-    crate::kafka::close_consumer(consumer, Duration::from_secs(10));
+    drop(consumer);
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Waits until `--topic` exists (a consumer may be started before the producer created it).
+fn wait_for_topic(cfg: &ConsumerConfig, stop: &AtomicBool) -> Result<()> {
+    let mut said = false;
+    loop {
+        match crate::kafka::partition_count(&cfg.brokers, &cfg.kafka_options, &cfg.topic)? {
+            Some(_) => return Ok(()),
+            None if !said => {
+                tracing::info!(topic = %cfg.topic, brokers = %cfg.brokers, "the topic does not exist yet; waiting for it");
+                said = true;
+            }
+            None => {}
+        }
+        for _ in 0..10 {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -650,61 +607,4 @@ pub async fn run(
         server.stop().await;
     }
     res
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const S: Duration = Duration::from_secs(15);
-
-    #[test]
-    fn a_partition_whose_offset_stands_still_with_records_to_read_is_stalled() {
-        let t0 = Instant::now();
-        let mut w = GroupWatch::new(S);
-        // partition 1 belongs to another member, which commits as it writes
-        assert_eq!(w.observe(t0, &[(1, 100, 150)]), None);
-        assert_eq!(w.observe(t0 + S, &[(1, 140, 200)]), None, "moving");
-        // it died: the offset stands at 140 while records keep arriving
-        assert_eq!(
-            w.observe(t0 + S * 2 - Duration::from_secs(1), &[(1, 140, 260)]),
-            None
-        );
-        assert_eq!(w.observe(t0 + S * 2, &[(1, 140, 300)]), Some(1));
-        // the clocks restart after a rejoin: no second rejoin before another full period
-        assert_eq!(
-            w.observe(t0 + S * 2 + Duration::from_secs(5), &[(1, 140, 300)]),
-            None
-        );
-        assert_eq!(
-            w.observe(t0 + S * 3 + Duration::from_secs(5), &[(1, 140, 300)]),
-            Some(1)
-        );
-    }
-
-    #[test]
-    fn idle_owned_and_never_committed_partitions() {
-        let t0 = Instant::now();
-        let mut w = GroupWatch::new(S);
-        // nothing to read: a standing offset is fine for ever
-        for i in 0..10 {
-            assert_eq!(w.observe(t0 + S * i, &[(0, 500, 500)]), None);
-        }
-        // a partition nobody ever committed: stalled one period after it last had nothing to read
-        let five = Duration::from_secs(5);
-        assert_eq!(w.observe(t0, &[(2, -1, 0)]), None, "empty");
-        assert_eq!(
-            w.observe(t0 + five, &[(2, -1, 7)]),
-            None,
-            "records just arrived"
-        );
-        assert_eq!(w.observe(t0 + five * 2, &[(2, -1, 9)]), None);
-        assert_eq!(w.observe(t0 + five * 3, &[(2, -1, 9)]), Some(2));
-        // a partition this member took over leaves the list, and is judged anew when it returns
-        let mut w = GroupWatch::new(S);
-        assert_eq!(w.observe(t0, &[(1, 10, 20)]), None);
-        assert_eq!(w.observe(t0 + S, &[]), None);
-        assert_eq!(w.observe(t0 + S * 2, &[(1, 10, 20)]), None);
-        assert_eq!(w.observe(t0 + S * 3, &[(1, 10, 20)]), Some(1));
-    }
 }

@@ -109,6 +109,45 @@ pub enum Error {
         size: usize,
         limit: String,
     },
+    /// Another producer initialised this connector's transactional id: it owns the topic now.
+    #[error(
+        "fenced: another rtis-producer with connector name {connector:?} (Kafka transactional.id \
+         {transactional_id}) started and took over topic {topic}; this one stops. Run one active \
+         producer per connector name (start a second one with --standby to wait for a takeover)"
+    )]
+    Fenced {
+        connector: String,
+        transactional_id: String,
+        topic: String,
+    },
+    /// The checkpoint belongs to a different source server than the one connected.
+    #[error(
+        "connector {connector:?}: its checkpoint ({position}) was taken on source server {checkpoint}, \
+         but --mysql-url now reaches server {found}: binlog positions of one server mean nothing on \
+         another (a failover, or a different server behind the same address). {recovery}"
+    )]
+    SourceChanged {
+        connector: String,
+        position: String,
+        checkpoint: String,
+        found: String,
+        recovery: String,
+    },
+    /// The topic's last committed record was written by another connector or from another source.
+    #[error(
+        "topic {topic} partition {partition}: its last record (offset {offset}) was written by {found}, \
+         not by this connector ({expected}). Positions of different writers or sources cannot be \
+         compared, so resuming could skip or repeat changes. Give each connector a topic of its own \
+         (--topic), or, if that record is this connector's under its former name, start with --name \
+         set to it"
+    )]
+    ForeignWriter {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        found: String,
+        expected: String,
+    },
 }
 
 impl Error {
@@ -143,6 +182,18 @@ impl Error {
                 mysql_async::Error::Server(s) => matches!(s.code, 1053 | 1927),
                 _ => false,
             },
+            // a failed transactional call is retried by a new session with a new producer
+            // instance (which aborts what this one left open), unless it was fenced
+            Error::Kafka {
+                source: rdkafka::error::KafkaError::Transaction(t),
+                ..
+            } => !matches!(
+                t.code(),
+                rdkafka::types::RDKafkaErrorCode::Fenced
+                    | rdkafka::types::RDKafkaErrorCode::ProducerFenced
+                    | rdkafka::types::RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                    | rdkafka::types::RDKafkaErrorCode::InvalidTransactionTimeout
+            ),
             Error::Kafka { source, .. } | Error::Delivery { source, .. } => {
                 use rdkafka::types::RDKafkaErrorCode as C;
                 match source.rdkafka_error_code() {
@@ -170,6 +221,11 @@ impl Error {
                             | C::InvalidProducerIdMapping
                             | C::PurgeQueue
                             | C::PurgeInflight
+                            | C::CoordinatorNotAvailable
+                            | C::NotCoordinator
+                            | C::CoordinatorLoadInProgress
+                            | C::ConcurrentTransactions
+                            | C::State
                     ),
                     None => false,
                 }

@@ -1,34 +1,33 @@
-//! Kafka: producer set-up, topic checks, the Java-compatible partitioner, the schema topic and
-//! reading the last record of every partition (the producer's duplicate filter on restart).
+//! Kafka: the transactional producer, topic set-up (partitions, replication), the
+//! Java-compatible partitioner, and readers of what a topic holds: the end of a partition
+//! (committed records only), the last record of every partition (whose writer it was) and the
+//! connector's checkpoint in `<topic>-checkpoints`.
+//!
+//! Everything here that waits on the broker is blocking (librdkafka calls): call it from a
+//! blocking thread (`spawn_blocking`), never from the async runtime's workers.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::checkpoint::SortKey;
 use crate::config::kafka_client_config;
 use crate::error::{Error, Result};
 use crate::position::SourcePos;
 
 /// Header carrying a record's [`SourcePos`].
 pub const POS_HEADER: &str = "rtis.pos";
-/// Header carrying a snapshot record's [`SortKey`].
-pub const SNAPSHOT_KEY_HEADER: &str = "rtis.snapshot-key";
-
-/// The last record of a partition, as far as resuming needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tail {
-    pub pos: SourcePos,
-    /// Set when the last record is a snapshot row.
-    pub snapshot_key: Option<SortKey>,
-}
+/// Header naming the connector that wrote the record (`--name`).
+pub const WRITER_HEADER: &str = "rtis.writer";
+/// Header naming the source server the record was read from ([`crate::preflight::SourceId`]).
+pub const SOURCE_HEADER: &str = "rtis.source";
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -69,28 +68,69 @@ pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) as i64 % partitions.max(1) as i64) as i32
 }
 
-/// The idempotent producer: acks=all, in order per partition, and no gap.
+/// Replication of the topics rtis creates (`--replication-factor`, `--min-insync-replicas`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replication {
+    /// Replicas per partition; `None`: `min(3, brokers in the cluster)`.
+    pub factor: Option<i32>,
+    /// The topic's `min.insync.replicas`; `None`: 2 with three or more replicas, else 1.
+    pub min_insync: Option<i32>,
+}
+
+impl Replication {
+    /// The factor and `min.insync.replicas` for a cluster of `brokers` brokers.
+    pub fn resolve(&self, brokers: usize) -> Result<(i32, i32)> {
+        let brokers = brokers.max(1) as i32;
+        let factor = self.factor.unwrap_or(brokers.min(3));
+        if factor < 1 || factor > brokers {
+            return Err(Error::Config(format!(
+                "--replication-factor: expected 1..={brokers} (the cluster has {brokers} brokers), found {factor}"
+            )));
+        }
+        let min_insync = self.min_insync.unwrap_or((factor - 1).clamp(1, 2));
+        if min_insync < 1 || min_insync > factor {
+            return Err(Error::Config(format!(
+                "--min-insync-replicas: expected 1..={factor} (the replication factor), found {min_insync}"
+            )));
+        }
+        Ok((factor, min_insync))
+    }
+}
+
+/// The transactional producer: acks=all, idempotent, every record inside a transaction of
+/// `transactional_id` (fencing any earlier producer with the same id when initialised).
 ///
-/// `message_timeout_ms` is librdkafka's local message timeout; the pipeline passes 0 (never)
-/// and enforces its own delivery deadline instead (`--delivery-timeout-ms`). The reason: when a
-/// record times out inside librdkafka, the idempotent producer bumps its epoch and goes on
-/// sending the *later* records, which then land behind a gap. The restarted session would find
-/// a later record at the partition's tail and skip the lost one as "already delivered". With no
-/// local timeout and `enable.gapless.guarantee`, librdkafka never sends a record after one that
-/// failed; rtis fails the session instead, drops the producer (purging what was not sent) and
-/// resumes from the checkpoint.
+/// Records time out inside librdkafka after `delivery_timeout_ms`: with transactions a timed-out
+/// record makes the transaction abortable, and the session restarts from the last committed
+/// checkpoint, so no gap can be filled by later records.
 pub fn create_producer(
     brokers: &str,
     extra: &[String],
-    message_timeout_ms: u64,
+    transactional_id: &str,
+    delivery_timeout_ms: u64,
 ) -> Result<FutureProducer> {
     let mut cfg = kafka_client_config(brokers, extra)?;
+    let txn_timeout = delivery_timeout_ms.max(1000) + 30_000;
     // user options first, safety settings last: these cannot be overridden
     cfg.set("enable.idempotence", "true")
-        .set("enable.gapless.guarantee", "true")
         .set("acks", "all")
-        .set("max.in.flight.requests.per.connection", "5")
-        .set("message.timeout.ms", message_timeout_ms.to_string());
+        .set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", txn_timeout.to_string())
+        .set("message.timeout.ms", delivery_timeout_ms.max(1000).to_string());
+    if cfg.get("linger.ms").is_none() {
+        cfg.set("linger.ms", "5");
+    }
+    if cfg.get("compression.type").is_none() {
+        cfg.set("compression.type", "lz4");
+    }
+    cfg.create()
+        .map_err(|e| Error::kafka("creating the producer (check --kafka-option values)", e))
+}
+
+/// A plain idempotent producer (no transactions): the benchmark's produce floor and tests.
+pub fn create_plain_producer(brokers: &str, extra: &[String]) -> Result<FutureProducer> {
+    let mut cfg = kafka_client_config(brokers, extra)?;
+    cfg.set("enable.idempotence", "true").set("acks", "all");
     if cfg.get("linger.ms").is_none() {
         cfg.set("linger.ms", "5");
     }
@@ -107,52 +147,105 @@ fn admin(brokers: &str, extra: &[String]) -> Result<AdminClient<DefaultClientCon
         .map_err(|e| Error::kafka("creating the admin client", e))
 }
 
-/// Number of partitions of `topic`, or `None` if it does not exist. Errors when the broker
-/// cannot be reached.
-pub fn partition_count(brokers: &str, extra: &[String], topic: &str) -> Result<Option<i32>> {
+fn unreachable(brokers: &str, e: KafkaError) -> Error {
+    Error::BrokerUnavailable(format!(
+        "--brokers: cannot reach the Kafka broker at {brokers} within {}s ({e}); \
+         expected a reachable Kafka broker",
+        METADATA_TIMEOUT.as_secs()
+    ))
+}
+
+/// What the metadata says of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub partitions: i32,
+    /// The smallest replica count among its partitions.
+    pub min_replicas: i32,
+    /// Brokers in the cluster.
+    pub brokers: usize,
+}
+
+/// The topic's partitions and replication, or `None` if it does not exist. Errors when the
+/// broker cannot be reached.
+pub fn topic_info(brokers: &str, extra: &[String], topic: &str) -> Result<Option<TopicInfo>> {
     let consumer: BaseConsumer = kafka_client_config(brokers, extra)?
         .create()
         .map_err(|e| Error::kafka("creating a metadata client", e))?;
     let md = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-        .map_err(|e| {
-            Error::BrokerUnavailable(format!(
-                "--brokers: cannot reach the Kafka broker at {brokers} within {}s ({e}); \
-                 expected a reachable Kafka-API broker",
-                METADATA_TIMEOUT.as_secs()
-            ))
-        })?;
-    let t = md.topics().iter().find(|t| t.name() == topic);
-    match t {
-        None => Ok(None),
-        Some(t) => match t.error() {
-            Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
-                Ok(None)
-            }
-            Some(e) => Err(Error::Preflight(format!(
-                "topic {topic}: broker reports {:?}",
-                RDKafkaErrorCode::from(e)
-            ))),
-            None if t.partitions().is_empty() => Ok(None),
-            None => Ok(Some(t.partitions().len() as i32)),
-        },
+        .map_err(|e| unreachable(brokers, e))?;
+    let cluster = md.brokers().len();
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(None);
+    };
+    match t.error() {
+        Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+            Ok(None)
+        }
+        Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::TopicAuthorizationFailed => {
+            Err(Error::Preflight(format!(
+                "topic {topic}: the broker refuses to describe it (TopicAuthorizationFailed): grant DESCRIBE \
+                 (and WRITE or READ) on topic {topic} to this client's principal"
+            )))
+        }
+        Some(e) => Err(Error::Preflight(format!(
+            "topic {topic}: broker reports {:?}",
+            RDKafkaErrorCode::from(e)
+        ))),
+        None if t.partitions().is_empty() => Ok(None),
+        None => Ok(Some(TopicInfo {
+            partitions: t.partitions().len() as i32,
+            min_replicas: t
+                .partitions()
+                .iter()
+                .map(|p| p.replicas().len() as i32)
+                .min()
+                .unwrap_or(0),
+            brokers: cluster,
+        })),
     }
 }
 
-/// Creates a topic (no-op if it exists).
+/// Number of partitions of `topic`, or `None` if it does not exist. Errors when the broker
+/// cannot be reached.
+pub fn partition_count(brokers: &str, extra: &[String], topic: &str) -> Result<Option<i32>> {
+    Ok(topic_info(brokers, extra, topic)?.map(|t| t.partitions))
+}
+
+/// Brokers in the cluster.
+pub fn broker_count(brokers: &str, extra: &[String]) -> Result<usize> {
+    let consumer: BaseConsumer = kafka_client_config(brokers, extra)?
+        .create()
+        .map_err(|e| Error::kafka("creating a metadata client", e))?;
+    let md = consumer
+        .fetch_metadata(None, METADATA_TIMEOUT)
+        .map_err(|e| unreachable(brokers, e))?;
+    Ok(md.brokers().len())
+}
+
+/// Creates a topic (no-op if it exists), replicated as `replication` resolves for the cluster,
+/// and waits until its metadata shows it.
 pub async fn create_topic(
     brokers: &str,
     extra: &[String],
     topic: &str,
     partitions: i32,
+    replication: Replication,
     config: &[(&str, &str)],
 ) -> Result<()> {
+    let (b, x) = (brokers.to_string(), extra.to_vec());
+    let cluster = tokio::task::spawn_blocking(move || broker_count(&b, &x))
+        .await
+        .expect("metadata")?;
+    let (factor, min_insync) = replication.resolve(cluster)?;
     let admin = admin(brokers, extra)?;
-    let mut nt = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let min_isr = min_insync.to_string();
+    let mut nt = NewTopic::new(topic, partitions, TopicReplication::Fixed(factor))
+        .set("min.insync.replicas", &min_isr);
     for (k, v) in config {
         nt = nt.set(k, v);
     }
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let res = admin
         .create_topics([&nt], &opts)
         .await
@@ -160,131 +253,211 @@ pub async fn create_topic(
     for r in res {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed)) => {
+                return Err(Error::Preflight(format!(
+                    "creating topic {t}: the broker refuses (authorization failed): grant CREATE on topic {t} \
+                     (or on the cluster) to this client's principal, or create the topic beforehand"
+                )))
+            }
             Err((t, code)) => {
                 return Err(Error::Preflight(format!(
-                    "creating topic {t} with {partitions} partitions failed: {code:?}"
+                    "creating topic {t} with {partitions} partitions, replication factor {factor} and \
+                     min.insync.replicas={min_insync} failed: {code:?}"
                 )))
             }
         }
     }
-    // wait until the metadata shows it
-    for _ in 0..50 {
-        if partition_count(brokers, extra, topic)?.is_some() {
+    // wait until the metadata shows it (every partition with a leader)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (b, x, t) = (brokers.to_string(), extra.to_vec(), topic.to_string());
+        let info = tokio::task::spawn_blocking(move || topic_info(&b, &x, &t))
+            .await
+            .expect("metadata")?;
+        if info.is_some_and(|i| i.partitions == partitions) {
+            tracing::info!(topic, partitions, replication_factor = factor, min_insync_replicas = min_insync, "created topic");
             return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Preflight(format!(
+                "topic {topic} was created but does not show up in the metadata within 30 s"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(Error::Preflight(format!(
-        "topic {topic} was created but does not show up in the metadata"
-    )))
 }
 
-/// Reads the [`SourcePos`] of the last record of every partition of `topic`.
+/// A consumer that reads committed records only, assigned by hand (no group).
+fn reader(brokers: &str, extra: &[String], what: &str) -> Result<BaseConsumer> {
+    let mut cfg = kafka_client_config(brokers, extra)?;
+    cfg.set("group.id", "rtis-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
+    cfg.create()
+        .map_err(|e| Error::kafka(format!("creating the {what}"), e))
+}
+
+/// Reads `topic`/`partition` from `from` up to its end (for committed records, the last stable
+/// offset), calling `f` on every record. Blocking.
+pub fn read_to_end(
+    brokers: &str,
+    extra: &[String],
+    topic: &str,
+    partition: i32,
+    from: Offset,
+    timeout: Duration,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<()> {
+    let c = reader(brokers, extra, &format!("reader of {topic}"))?;
+    let (low, high) = c
+        .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+        .map_err(|e| {
+            Error::BrokerUnavailable(format!(
+                "reading the end offset of {topic}/{partition} from {brokers}: {e}"
+            ))
+        })?;
+    if high <= low {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, from)
+        .map_err(|e| Error::kafka(format!("assigning {topic}/{partition}"), e))?;
+    c.assign(&tpl)
+        .map_err(|e| Error::kafka(format!("assigning {topic}/{partition}"), e))?;
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        if Instant::now() > deadline {
+            return Err(Error::BrokerUnavailable(format!(
+                "could not read {topic}/{partition} to its end from {brokers} within {}s{}",
+                timeout.as_secs(),
+                last_error.map_or(String::new(), |e| format!(" (last error: {e})"))
+            )));
+        }
+        match c.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(()),
+            // a node of the cluster is down or the partition's leader moves: librdkafka goes
+            // on with the others and the new leader
+            Some(Err(e)) if !permanent(&e) => last_error = Some(e),
+            Some(Err(e)) => return Err(Error::kafka(format!("reading {topic}/{partition}"), e)),
+            Some(Ok(m)) => f(&m),
+        }
+    }
+}
+
+/// Whether a consumer error will not go away by waiting.
+fn permanent(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::Fatal
+        )
+    ) || matches!(e, KafkaError::MessageConsumptionFatal(_))
+}
+
+/// The last committed record of a partition, as far as the writer check needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tail {
+    pub offset: i64,
+    pub pos: Option<SourcePos>,
+    /// `rtis.writer`: the connector that wrote it (absent: not written by this rtis).
+    pub writer: Option<String>,
+    /// `rtis.source`: the source server it was read from.
+    pub source: Option<String>,
+}
+
+fn header(m: &BorrowedMessage<'_>, name: &str) -> Option<String> {
+    m.headers()
+        .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string)
+}
+
+/// Reads the last committed record of every partition of `topic` (`None`: no committed record).
 ///
-/// Blocking (librdkafka calls): run it with `spawn_blocking`.
+/// Transaction markers and aborted records occupy offsets, so the last record is searched for
+/// in windows growing back from the end. Blocking.
 pub fn read_partition_tails(
     brokers: &str,
     extra: &[String],
     topic: &str,
     partitions: i32,
 ) -> Result<Vec<Option<Tail>>> {
-    let mut cfg = kafka_client_config(brokers, extra)?;
-    cfg.set("group.id", "rtis-producer-tail-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
-    let consumer: BaseConsumer = cfg
-        .create()
-        .map_err(|e| Error::kafka("creating the tail reader", e))?;
+    let c = reader(brokers, extra, "tail reader")?;
     let mut tails = vec![None; partitions as usize];
-    let mut tpl = TopicPartitionList::new();
-    let mut wanted: HashMap<i32, i64> = HashMap::new();
     for p in 0..partitions {
-        let (low, high) = consumer
+        let (low, high) = c
             .fetch_watermarks(topic, p, METADATA_TIMEOUT)
             .map_err(|e| {
                 Error::BrokerUnavailable(format!(
                     "reading the end offset of {topic}/{p} from {brokers}: {e}"
                 ))
             })?;
-        if high > low {
-            tpl.add_partition_offset(topic, p, Offset::Offset(high - 1))
-                .map_err(|e| Error::kafka("building the tail assignment", e))?;
-            wanted.insert(p, high - 1);
-        }
-    }
-    if wanted.is_empty() {
-        return Ok(tails);
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| Error::kafka("assigning the tail reader", e))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !wanted.is_empty() {
-        if std::time::Instant::now() > deadline {
-            return Err(Error::BrokerUnavailable(format!(
-                "could not read the last record of {topic} partitions {:?} from {brokers} within 30s",
-                wanted.keys().collect::<Vec<_>>()
-            )));
-        }
-        let Some(msg) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let msg =
-            msg.map_err(|e| Error::kafka(format!("reading the last records of {topic}"), e))?;
-        let p = msg.partition();
-        if wanted.get(&p) != Some(&msg.offset()) {
-            continue;
-        }
-        wanted.remove(&p);
-        let header = |name: &str| {
-            msg.headers()
-                .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .map(str::to_string)
-        };
-        tails[p as usize] = header(POS_HEADER)
-            .and_then(|s| s.parse().ok())
-            .map(|pos| Tail {
-                pos,
-                snapshot_key: header(SNAPSHOT_KEY_HEADER).and_then(|s| s.parse().ok()),
-            });
-        if tails[p as usize].is_none() {
-            return Err(Error::Preflight(format!(
-                "the last record of {topic} partition {p} (offset {}) has no {POS_HEADER} header: \
-                 the topic holds records not written by rtis; use a topic rtis owns",
-                msg.offset()
-            )));
+        let mut window = 64i64;
+        let mut end = high;
+        while end > low && tails[p as usize].is_none() {
+            let start = (end - window).max(low);
+            let mut last = None;
+            read_to_end(
+                brokers,
+                extra,
+                topic,
+                p,
+                Offset::Offset(start),
+                Duration::from_secs(30),
+                |m| {
+                    if m.offset() < end {
+                        last = Some(Tail {
+                            offset: m.offset(),
+                            pos: header(m, POS_HEADER).and_then(|s| s.parse().ok()),
+                            writer: header(m, WRITER_HEADER),
+                            source: header(m, SOURCE_HEADER),
+                        });
+                    }
+                },
+            )?;
+            tails[p as usize] = last;
+            end = start;
+            window = window.saturating_mul(8);
         }
     }
     Ok(tails)
 }
 
-/// Closes a group consumer within `timeout` (leaving the group); returns whether it closed.
-///
-/// The handle is then abandoned instead of dropped: with tansu 0.6.0, librdkafka's destroy of a
-/// group consumer never returns (rdkafka's `Drop` and `rd_kafka_destroy` both wait with no
-/// bound). Leaking one client per consumer lifetime is the price; its threads end with the
-/// process, and everything it wrote was flushed before.
-pub fn close_consumer<C: rdkafka::consumer::ConsumerContext>(
-    c: BaseConsumer<C>,
-    timeout: Duration,
-) -> bool {
-    let mut closed = c.close_queue().is_ok();
-    if closed {
-        let deadline = std::time::Instant::now() + timeout;
-        while !c.closed() && std::time::Instant::now() < deadline {
-            let _ = c.poll(Duration::from_millis(100));
-        }
-        closed = c.closed();
-    }
-    if !closed {
-        tracing::warn!(
-            timeout_ms = timeout.as_millis() as u64,
-            "the consumer did not leave its group in time"
-        );
-    }
-    std::mem::forget(c);
-    closed
+/// Reads the last value of `key` in partition 0 of the compacted `topic` (committed records
+/// only), or `None`. Blocking.
+pub fn read_last_value(
+    brokers: &str,
+    extra: &[String],
+    topic: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>> {
+    let mut last = None;
+    read_to_end(
+        brokers,
+        extra,
+        topic,
+        0,
+        Offset::Beginning,
+        Duration::from_secs(60),
+        |m| {
+            if m.key() == Some(key.as_bytes()) {
+                last = m.payload().map(<[u8]>::to_vec);
+            }
+        },
+    )?;
+    Ok(last)
 }
 
 /// The producer's message size limit as configured, for error messages.
@@ -298,47 +471,45 @@ pub fn message_max_bytes(extra: &[String]) -> String {
         )
 }
 
-/// Headers of a record.
-pub fn pos_headers(pos: &SourcePos, snapshot_key: Option<&SortKey>) -> OwnedHeaders {
-    let h = OwnedHeaders::new().insert(Header {
-        key: POS_HEADER,
-        value: Some(pos.to_string().as_bytes()),
-    });
-    match snapshot_key {
-        Some(k) => h.insert(Header {
-            key: SNAPSHOT_KEY_HEADER,
-            value: Some(k.to_string().as_bytes()),
-        }),
-        None => h,
-    }
+/// Headers of a change record: its source position, the connector that wrote it and the
+/// source server.
+pub fn record_headers(pos: &SourcePos, writer: &str, source: &str) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: POS_HEADER,
+            value: Some(pos.to_string().as_bytes()),
+        })
+        .insert(Header {
+            key: WRITER_HEADER,
+            value: Some(writer.as_bytes()),
+        })
+        .insert(Header {
+            key: SOURCE_HEADER,
+            value: Some(source.as_bytes()),
+        })
 }
 
-/// Publishes a writer schema to the schema topic (keyed by fingerprint) and waits for the ack,
-/// at most `timeout`.
-pub async fn publish_schema(
-    producer: &FutureProducer,
-    schema_topic: &str,
-    fingerprint_hex: &str,
-    json: &str,
-    timeout: Duration,
-) -> Result<()> {
-    let rec = FutureRecord::to(schema_topic)
-        .partition(0)
-        .key(fingerprint_hex)
-        .payload(json);
-    match tokio::time::timeout(timeout, producer.send(rec, timeout)).await {
-        Err(_) => Err(Error::DeliveryTimeout {
-            topic: schema_topic.to_string(),
-            partition: 0,
-            record: format!("writer schema {fingerprint_hex}"),
-            ms: timeout.as_millis() as u64,
-        }),
-        Ok(r) => r.map(|_| ()).map_err(|(e, _)| Error::Delivery {
-            topic: schema_topic.to_string(),
-            partition: 0,
-            source: e,
-        }),
+/// Counts of committed records per partition (tests and tools: offsets include transaction
+/// markers, so end offsets do not count records). Blocking.
+pub fn count_committed(brokers: &str, extra: &[String], topic: &str) -> Result<Vec<i64>> {
+    let Some(n) = partition_count(brokers, extra, topic)? else {
+        return Ok(vec![]);
+    };
+    let mut counts = HashMap::new();
+    for p in 0..n {
+        let mut k = 0i64;
+        read_to_end(
+            brokers,
+            extra,
+            topic,
+            p,
+            Offset::Beginning,
+            Duration::from_secs(120),
+            |_| k += 1,
+        )?;
+        counts.insert(p, k);
     }
+    Ok((0..n).map(|p| counts[&p]).collect())
 }
 
 #[cfg(test)]

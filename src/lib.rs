@@ -2,7 +2,8 @@
 //!
 //! Stages, one module each: [`preflight`] (source checks), [`schema`] (columns → Avro types),
 //! [`value`] (value conversion shared by binlog and snapshot), [`avro`] (encoding),
-//! [`replication`] (binlog → records), [`kafka`] (broker), [`checkpoint`] (SQLite),
+//! [`replication`] (binlog → records), [`sink`] (Kafka transactions with the checkpoint),
+//! [`kafka`] (broker), [`checkpoint`] (SQLite),
 //! [`pipeline`] (wiring, no logic of its own) and [`consumer`] (Kafka → JSON lines).
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod position;
 pub mod preflight;
 pub mod replication;
 pub mod schema;
+pub mod sink;
 pub mod snapshot;
 pub mod value;
 

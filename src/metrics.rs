@@ -19,6 +19,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -65,7 +66,12 @@ pub struct ProducerRegistry {
     checkpoint_age_s: Family<TableLabel, Gauge<f64, AtomicU64>>,
     checkpoint_file_seq: Family<TableLabel, Gauge>,
     checkpoint_pos: Family<TableLabel, Gauge>,
+    commit_seconds: Family<TableLabel, Histogram, fn() -> Histogram>,
     tables: std::sync::Mutex<Vec<Arc<ProducerMetrics>>>,
+}
+
+fn commit_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
 }
 
 impl Default for ProducerRegistry {
@@ -88,6 +94,7 @@ impl ProducerRegistry {
             checkpoint_age_s: Family::default(),
             checkpoint_file_seq: Family::default(),
             checkpoint_pos: Family::default(),
+            commit_seconds: Family::new_with_constructor(commit_histogram as fn() -> Histogram),
             tables: std::sync::Mutex::new(Vec::new()),
         };
         registry.register(
@@ -135,6 +142,11 @@ impl ProducerRegistry {
             "Byte offset of the checkpointed binlog position",
             r.checkpoint_pos.clone(),
         );
+        registry.register(
+            "transaction_commit_seconds",
+            "Time to commit one Kafka transaction (records and checkpoint), from the commit request to the broker's answer",
+            r.commit_seconds.clone(),
+        );
         Self { registry, ..r }
     }
 
@@ -158,6 +170,7 @@ impl ProducerRegistry {
             checkpoint_age_s: self.checkpoint_age_s.get_or_create(&l).clone(),
             checkpoint_file_seq: self.checkpoint_file_seq.get_or_create(&l).clone(),
             checkpoint_pos: self.checkpoint_pos.get_or_create(&l).clone(),
+            commit_seconds: self.commit_seconds.get_or_create(&l).clone(),
             last_acked_commit_ms: AtomicI64::new(0),
             last_contact_ms: AtomicI64::new(0),
             checkpoint_written_ms: AtomicI64::new(0),
@@ -193,6 +206,7 @@ pub struct ProducerMetrics {
     checkpoint_age_s: Gauge<f64, AtomicU64>,
     checkpoint_file_seq: Gauge,
     checkpoint_pos: Gauge,
+    commit_seconds: Histogram,
     last_acked_commit_ms: AtomicI64,
     last_contact_ms: AtomicI64,
     checkpoint_written_ms: AtomicI64,
@@ -217,6 +231,11 @@ impl ProducerMetrics {
     }
 
     /// A record was handed to the Kafka client.
+    /// A Kafka transaction committed after `took`.
+    pub fn transaction_committed(&self, took: std::time::Duration) {
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+
     pub fn sent(&self) {
         self.in_flight.inc();
     }

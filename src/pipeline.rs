@@ -2,14 +2,15 @@
 //! checkpoint, inside a reconnect loop. Decisions live in the stage modules; this module only
 //! connects them.
 //!
-//! Why resuming is exact: the checkpoint names the start of the first transaction not fully
-//! acknowledged, so a new session re-reads at most the transactions whose records were in flight
-//! at the crash. Those records either reached the broker (then the partition's last record is at
-//! or after them, and the replication stage skips them by position) or did not (then they are
-//! sent now). Per partition, the idempotent producer keeps records in order with no gap, which
-//! is what makes "at or below the partition's last position" the exact set already delivered.
+//! Why resuming is exact: every session first initialises the connector's transactional
+//! producer, which fences all earlier ones and aborts what they left open; then it reads the
+//! connector's last committed checkpoint from `<topic>-checkpoints`, which committed in the same
+//! Kafka transaction as the records it covers (see [`crate::sink`]). The topic holds exactly the
+//! changes before that checkpoint, so the session starts there: nothing is skipped, nothing is
+//! sent twice, whatever was in flight or half-replicated when the previous session died. The
+//! SQLite state file follows the topic (written after each commit); it is used as the start
+//! only when the topic has no checkpoint of the connector (a new topic), or after a `reset`.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +24,9 @@ use crate::error::{chain, Error, Result};
 use crate::kafka;
 use crate::metrics::{ProducerMetrics, ProducerRegistry};
 use crate::preflight;
+use crate::position::SourcePos;
 use crate::replication::{Ack, Streamer};
+use crate::sink::{Sink, SinkNames};
 use crate::snapshot;
 
 /// `--snapshot when-needed` re-selects rows changed this long before the checkpoint.
@@ -106,15 +109,16 @@ async fn run_inner(
     let mut conn = preflight::connect(&opts).await?;
     let facts = preflight::check_source(&mut conn, &db, &cfg.table, &cfg.timestamp_column).await?;
     let _ = conn.disconnect().await;
-    tracing::info!(version = %facts.version, table = %format!("{db}.{}", cfg.table), "source preflight passed");
+    tracing::info!(version = %facts.version, table = %format!("{db}.{}", cfg.table), source = %facts.source, "source preflight passed");
     ensure_topics(cfg).await?;
 
     let path = cfg.state.clone();
     // SQLite stays off the async workers
-    let (store, mut checkpoint) = tokio::task::spawn_blocking(move || {
+    let (store, checkpoint, snapshot_requested) = tokio::task::spawn_blocking(move || {
         let store = CheckpointStore::open(&path)?;
         let checkpoint = store.load()?;
-        Ok::<_, Error>((store, checkpoint))
+        let requested = store.snapshot_requested()?;
+        Ok::<_, Error>((store, checkpoint, requested))
     })
     .await
     .expect("open checkpoint store")?;
@@ -122,30 +126,24 @@ async fn run_inner(
     let writer =
         CheckpointWriter::spawn_observed(store, move |cp| m.checkpoint_written(&cp.position));
     let (last_tx, last_rx) = watch::channel(checkpoint.clone());
-    let mut published = HashSet::new();
+    let mut state = Resume {
+        stored: checkpoint,
+        snapshot_requested,
+    };
     let mut failures = 0u32;
     let result = loop {
         let started = Instant::now();
-        let res = session(
-            cfg,
-            &opts,
-            &facts,
-            &mut checkpoint,
-            &writer,
-            &last_tx,
-            &mut published,
-            &mut stop,
-            metrics,
-        )
-        .await;
-        checkpoint = last_rx.borrow().clone().or(checkpoint);
+        let res = session(cfg, &opts, &facts, &mut state, &writer, &last_tx, &mut stop, metrics).await;
+        if let Some(cp) = last_rx.borrow().clone() {
+            state.stored = Some(cp);
+        }
         match res {
             Ok(()) => break Ok(()),
             Err(e) if e.is_transient() && *stop.borrow() => {
                 // a stop was requested and the session ended with an error while draining
                 // (e.g. the broker is down): do not start another session, and say that the
-                // in-flight records were not acknowledged (the checkpoint does not cover them)
-                tracing::warn!(error = %chain(&e), "stopping as requested; records in flight were not acknowledged and will be re-read from the checkpoint on the next start");
+                // records in flight were not committed (the next start aborts their transaction)
+                tracing::warn!(error = %chain(&e), "stopping as requested; records in flight were not committed and will be re-read from the checkpoint on the next start");
                 break Err(e);
             }
             Err(e) if e.is_transient() => {
@@ -159,7 +157,7 @@ async fn run_inner(
                 }
                 let wait = Duration::from_millis(500 * 2u64.pow(failures.min(6)))
                     .min(Duration::from_secs(30));
-                tracing::warn!(error = %chain(&e), retry_in_ms = wait.as_millis() as u64, attempt = failures, "session failed; reconnecting from the last checkpoint");
+                tracing::warn!(error = %chain(&e), retry_in_ms = wait.as_millis() as u64, attempt = failures, "session failed; reconnecting from the last committed checkpoint");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => break Ok(()),
@@ -175,21 +173,36 @@ async fn run_inner(
     result
 }
 
+/// What the producer knows of its progress between sessions.
+struct Resume {
+    /// The state file's checkpoint (then the last one committed by this process).
+    stored: Option<Checkpoint>,
+    /// `reset --snapshot` asked for a new snapshot, and none has started yet.
+    snapshot_requested: bool,
+}
+
 async fn ensure_topics(cfg: &ProducerConfig) -> Result<()> {
-    let (brokers, extra, topic) = (
-        cfg.brokers.clone(),
-        cfg.kafka_options.clone(),
-        cfg.topic.clone(),
-    );
-    let count =
-        tokio::task::spawn_blocking(move || kafka::partition_count(&brokers, &extra, &topic))
-            .await
-            .expect("metadata")?;
-    match (count, cfg.partitions) {
-        (Some(_), _) => {}
+    let replication = kafka::Replication {
+        factor: cfg.replication_factor,
+        min_insync: cfg.min_insync_replicas,
+    };
+    let info = |topic: String| {
+        let (brokers, extra) = (cfg.brokers.clone(), cfg.kafka_options.clone());
+        async move {
+            tokio::task::spawn_blocking(move || kafka::topic_info(&brokers, &extra, &topic))
+                .await
+                .expect("metadata")
+        }
+    };
+    match (info(cfg.topic.clone()).await?, cfg.partitions) {
+        (Some(t), _) => {
+            if t.min_replicas < 2 && t.brokers >= 2 {
+                tracing::warn!(topic = %cfg.topic, replication_factor = t.min_replicas, brokers = t.brokers, "the topic has a single replica on a cluster of several brokers: losing that broker loses records");
+            }
+        }
         (None, Some(n)) => {
-            kafka::create_topic(&cfg.brokers, &cfg.kafka_options, &cfg.topic, n, &[]).await?;
-            tracing::info!(topic = %cfg.topic, partitions = n, "created topic");
+            kafka::create_topic(&cfg.brokers, &cfg.kafka_options, &cfg.topic, n, replication, &[])
+                .await?;
         }
         (None, None) => {
             return Err(Error::Preflight(format!(
@@ -198,27 +211,69 @@ async fn ensure_topics(cfg: &ProducerConfig) -> Result<()> {
             )))
         }
     }
-    let schema_topic = format!("{}-schemas", cfg.topic);
-    let (brokers, extra, st) = (
-        cfg.brokers.clone(),
-        cfg.kafka_options.clone(),
-        schema_topic.clone(),
-    );
-    let schemas =
-        tokio::task::spawn_blocking(move || kafka::partition_count(&brokers, &extra, &st))
-            .await
-            .expect("metadata")?;
-    if schemas.is_none() {
-        kafka::create_topic(
-            &cfg.brokers,
-            &cfg.kafka_options,
-            &schema_topic,
-            1,
-            &[("cleanup.policy", "compact")],
-        )
-        .await?;
+    // compacted side topics: writer schemas by fingerprint, checkpoints by connector (small
+    // segments so compaction keeps the checkpoint topic short: it is read whole at start)
+    for (topic, extra) in [
+        (format!("{}-schemas", cfg.topic), vec![]),
+        (
+            crate::sink::checkpoint_topic(&cfg.topic),
+            vec![("segment.bytes", "8388608"), ("min.cleanable.dirty.ratio", "0.1")],
+        ),
+    ] {
+        if info(topic.clone()).await?.is_none() {
+            let mut config = vec![("cleanup.policy", "compact")];
+            config.extend(extra);
+            kafka::create_topic(&cfg.brokers, &cfg.kafka_options, &topic, 1, replication, &config)
+                .await?;
+        }
     }
     Ok(())
+}
+
+/// The last record position a checkpoint covers: its `resume_after`, or every event that ends
+/// at or before its position (positions of records are event end offsets).
+fn covered(cp: &Checkpoint) -> SourcePos {
+    cp.resume_after.unwrap_or(SourcePos {
+        file_seq: cp.position.file_seq(),
+        pos: cp.position.pos,
+        row: u32::MAX,
+        sub: u8::MAX,
+    })
+}
+
+/// Where a session starts: the state file's checkpoint when an operator reset it, else the
+/// topic's (exact: it committed with the records), else the state file's. Returns the start
+/// checkpoint and what to skip.
+fn choose_start(
+    stored: Option<&Checkpoint>,
+    topic: Option<Checkpoint>,
+    snapshot_requested: bool,
+    state: &std::path::Path,
+) -> (Option<Checkpoint>, Option<SourcePos>) {
+    if snapshot_requested {
+        tracing::info!("reset --snapshot: taking a new snapshot");
+        return (None, None);
+    }
+    match (stored, topic) {
+        (Some(s), k) if s.reset => {
+            // the operator's position; below what the topic holds, nothing is sent again
+            let skip = k
+                .filter(|k| s.source.is_none() || k.source == s.source)
+                .map(|k| covered(&k))
+                .filter(|k| *k > covered(s));
+            tracing::info!(position = %s.position, skip_up_to = ?skip.map(|p| p.to_string()), "starting from the position set by `reset`");
+            (Some(s.clone()), skip)
+        }
+        (_, Some(k)) => {
+            let skip = k.resume_after;
+            (Some(k), skip)
+        }
+        (Some(s), None) => {
+            tracing::warn!(state = %state.display(), position = %s.position, "the topic holds no checkpoint of this connector; resuming from the state file");
+            (Some(s.clone()), s.resume_after)
+        }
+        (None, None) => (None, None),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -226,13 +281,78 @@ async fn session(
     cfg: &ProducerConfig,
     opts: &mysql_async::Opts,
     facts: &preflight::SourceFacts,
-    checkpoint: &mut Option<Checkpoint>,
+    resume: &mut Resume,
     writer: &CheckpointWriter,
     last: &watch::Sender<Option<Checkpoint>>,
-    published: &mut HashSet<[u8; 8]>,
     stop: &mut watch::Receiver<bool>,
     metrics: &Arc<ProducerMetrics>,
 ) -> Result<()> {
+    let names = SinkNames {
+        connector: cfg.connector_name(),
+        topic: cfg.topic.clone(),
+        source: facts.source.to_string(),
+    };
+    // the transactional producer first: initialising it fences every earlier producer of this
+    // connector and aborts its open transaction, so what is read below is final
+    let producer = kafka::create_producer(
+        &cfg.brokers,
+        &cfg.kafka_options,
+        &names.transactional_id(),
+        cfg.delivery_timeout_ms.max(1),
+    )?;
+    let probe = producer.clone();
+    let fenced = |e: Error| crate::sink::fenced(&probe, &names).unwrap_or(e);
+    let (ack_tx, ack_rx) = mpsc::channel(cfg.max_in_flight);
+    let delivery_timeout = Duration::from_millis(cfg.delivery_timeout_ms.max(1));
+    let mut sink = Sink::new(producer, names.clone(), ack_tx, delivery_timeout);
+    sink.metrics = metrics.clone();
+    sink.init(delivery_timeout.max(Duration::from_secs(10)))
+        .await
+        .map_err(&fenced)?;
+
+    let (brokers, extra, topic) = (
+        cfg.brokers.clone(),
+        cfg.kafka_options.clone(),
+        cfg.topic.clone(),
+    );
+    let connector = names.connector.clone();
+    let (partitions, topic_cp, tails) = tokio::task::spawn_blocking(move || {
+        let partitions = kafka::partition_count(&brokers, &extra, &topic)?
+            .ok_or_else(|| Error::Preflight(format!("topic {topic} disappeared")))?;
+        let cp = kafka::read_last_value(
+            &brokers,
+            &extra,
+            &crate::sink::checkpoint_topic(&topic),
+            &connector,
+        )?;
+        let tails = kafka::read_partition_tails(&brokers, &extra, &topic, partitions)?;
+        Ok::<_, Error>((partitions, cp, tails))
+    })
+    .await
+    .expect("topic reader")?;
+    let topic_cp = topic_cp
+        .map(|bytes| {
+            Checkpoint::from_json(&bytes).map_err(|e| {
+                Error::Preflight(format!(
+                    "{}: the checkpoint of connector {:?} does not parse ({e}); it was not written by this rtis",
+                    crate::sink::checkpoint_topic(&cfg.topic),
+                    names.connector
+                ))
+            })
+        })
+        .transpose()?;
+    check_tails(&names, &tails, topic_cp.is_some())?;
+
+    let (start_cp, skip_up_to) = choose_start(
+        resume.stored.as_ref(),
+        topic_cp,
+        resume.snapshot_requested,
+        &cfg.state,
+    );
+    if let Some(cp) = &start_cp {
+        check_source(&names.connector, cp, facts)?;
+    }
+
     let mut conn = preflight::connect(opts).await?;
     let (end, end_gtid) = preflight::binlog_end(&mut conn, facts.mariadb).await?;
     let files = preflight::binlog_files(&mut conn).await?;
@@ -249,9 +369,6 @@ async fn session(
             snapshot::check_snapshot_shape(facts)?;
             let (conn, anchor) = snapshot::open_consistent(opts, facts.mariadb).await?;
             let cp = Checkpoint {
-                position: anchor,
-                gtid: None,
-                last_commit_ts_ms: 0,
                 last_updated_us,
                 snapshot: Some(SnapshotState {
                     since_us,
@@ -259,17 +376,20 @@ async fn session(
                     rows: 0,
                     only,
                 }),
+                source: Some(facts.source.clone()),
+                ..Checkpoint::at(anchor)
             };
             Ok::<_, Error>((conn, cp))
         }
     };
     let only = cfg.snapshot == SnapshotMode::SnapshotOnly;
     // a snapshot to run before streaming: its connection (inside the consistent view) and state
-    let plan = match checkpoint.clone() {
+    let mut start = start_cp.clone();
+    let plan = match start_cp {
         Some(cp) if cp.snapshot.is_some() && !purged(&cp) => {
             // resume the interrupted snapshot from its cursor, anchored where it began
             let (conn, _) = snapshot::open_consistent(opts, facts.mariadb).await?;
-            Some((conn, cp))
+            Some((conn, cp, false))
         }
         Some(cp) if cp.snapshot.is_some() => {
             if cfg.snapshot != SnapshotMode::WhenNeeded {
@@ -278,15 +398,14 @@ async fn session(
             tracing::warn!(anchor = %cp.position, "the interrupted snapshot's anchor was purged; starting the snapshot again");
             let since = cp.snapshot.as_ref().and_then(|s| s.since_us);
             let only = cp.snapshot.as_ref().is_some_and(|s| s.only);
-            Some(fresh_snapshot(since, only, Some(&cp)).await?)
+            let (conn, cp) = fresh_snapshot(since, only, Some(&cp)).await?;
+            Some((conn, cp, true))
         }
         Some(cp) if !purged(&cp) => {
             if only {
                 return Err(Error::Config(format!(
-                    "--snapshot snapshot-only: {} already holds a streaming checkpoint ({}); a one-time \
-                     backfill needs its own --state file",
-                    cfg.state.display(),
-                    cp.position
+                    "--snapshot snapshot-only: connector {:?} already streams into {} (its checkpoint is {}); a                      one-time backfill needs a topic of its own (--topic) and its own --state file",
+                    names.connector, cfg.topic, cp.position
                 )));
             }
             None
@@ -303,91 +422,60 @@ async fn session(
                 "the checkpoint's binlog file was purged: re-selecting rows changed since the checkpoint. \
                  Rows deleted while the binlog was lost cannot be seen this way and get no delete record"
             );
-            Some(fresh_snapshot(since, false, Some(&cp)).await?)
+            let (conn, cp) = fresh_snapshot(since, false, Some(&cp)).await?;
+            Some((conn, cp, true))
         }
         None if cfg.snapshot == SnapshotMode::Never => {
             // stream from the current end, and make that durable right away so a crash before
             // the first transaction cannot skip what happens meanwhile
             let cp = Checkpoint {
-                position: end.clone(),
                 gtid: end_gtid,
-                last_commit_ts_ms: 0,
-                last_updated_us: None,
-                snapshot: None,
+                source: Some(facts.source.clone()),
+                ..Checkpoint::at(end.clone())
             };
-            writer.update(cp.clone());
-            let _ = last.send(Some(cp.clone()));
-            *checkpoint = Some(cp);
+            sink.commit_now(cp.clone()).await.map_err(&fenced)?;
+            resume.snapshot_requested = false;
+            start = Some(cp);
             None
         }
         None => {
             let since = if only { cfg.since_us()? } else { None };
-            Some(fresh_snapshot(since, only, None).await?)
+            let (conn, cp) = fresh_snapshot(since, only, None).await?;
+            Some((conn, cp, true))
         }
     };
     let mut snapshot_plan = None;
-    if let Some((conn, cp)) = plan {
-        writer.update(cp.clone());
-        let _ = last.send(Some(cp.clone()));
-        *checkpoint = Some(cp.clone());
+    if let Some((conn, cp, fresh)) = plan {
+        if fresh {
+            // the anchor is durable before the first row is read
+            sink.commit_now(cp.clone()).await.map_err(&fenced)?;
+            resume.snapshot_requested = false;
+        }
+        start = Some(cp.clone());
         snapshot_plan = Some((conn, cp));
     }
-    let start = checkpoint
-        .as_ref()
-        .expect("a start position")
-        .position
-        .clone();
+    let start_cp = start.expect("a start position");
+    let start = start_cp.position.clone();
+    tracing::info!(start = %start, connector = %names.connector, skip_up_to = ?skip_up_to.map(|p| p.to_string()), partitions, "session starting");
 
-    let (brokers, extra, topic) = (
-        cfg.brokers.clone(),
-        cfg.kafka_options.clone(),
-        cfg.topic.clone(),
-    );
-    let partitions =
-        tokio::task::spawn_blocking(move || kafka::partition_count(&brokers, &extra, &topic))
-            .await
-            .expect("metadata")?
-            .ok_or_else(|| Error::Preflight(format!("topic {} disappeared", cfg.topic)))?;
-    // librdkafka never times records out (that would leave gaps, see `create_producer`);
-    // the ack tracker enforces --delivery-timeout-ms
-    let producer = kafka::create_producer(&cfg.brokers, &cfg.kafka_options, 0)?;
-    let (brokers, extra, topic) = (
-        cfg.brokers.clone(),
-        cfg.kafka_options.clone(),
-        cfg.topic.clone(),
-    );
-    let tails = tokio::task::spawn_blocking(move || {
-        kafka::read_partition_tails(&brokers, &extra, &topic, partitions)
-    })
-    .await
-    .expect("tails")?;
-    tracing::info!(start = %start, ?tails, partitions, "session starting");
-
-    let (ack_tx, ack_rx) = mpsc::channel(cfg.max_in_flight);
-    let last_updated = checkpoint.as_ref().and_then(|c| c.last_updated_us);
+    let last_updated = start_cp.last_updated_us;
     let mut streamer = Streamer::new(
         opts.clone(),
         facts,
         cfg.server_id,
         cfg.heartbeat(),
-        &producer,
-        &cfg.topic,
+        sink,
         partitions,
-        tails,
-        ack_tx,
-        published,
+        skip_up_to,
         cfg.timestamp_column.clone(),
         last_updated,
     );
     streamer.metrics = metrics.clone();
     metrics.session_started();
-    // until this session's first acknowledgement, the lag counts from the checkpointed commit
-    // (a backlog at start shows as lag, not as 0)
-    if let Some(cp) = checkpoint.as_ref() {
-        metrics.committed(cp.last_commit_ts_ms);
-    }
+    // until this session's first commit, the lag counts from the checkpointed commit (a
+    // backlog at start shows as lag, not as 0)
+    metrics.committed(start_cp.last_commit_ts_ms);
     streamer.max_message_bytes = kafka::message_max_bytes(&cfg.kafka_options);
-    streamer.delivery_timeout = Duration::from_millis(cfg.delivery_timeout_ms.max(1));
     let reader = async {
         let r = async {
             if let Some((conn, cp)) = snapshot_plan {
@@ -403,6 +491,8 @@ async fn session(
                 )
                 .await?;
                 if !done || only {
+                    // stopped, or a one-time backfill: commit what is complete
+                    streamer.sink.finish(false).await?;
                     return Ok(());
                 }
             }
@@ -424,8 +514,8 @@ async fn session(
     );
     tokio::pin!(reader, tracker);
     // A failed delivery ends the session at once: the reader is dropped (it may be waiting for
-    // binlog events that never come while the source is idle), nothing after the failed record
-    // is checkpointed, and the next session resumes from the last checkpoint.
+    // binlog events that never come while the source is idle), its transaction is never
+    // committed, and the next session resumes from the last committed checkpoint.
     let (read_res, track_res) = tokio::select! {
         (r, stats) = &mut reader => {
             let t = tracker.await;
@@ -445,8 +535,73 @@ async fn session(
             Ok(()) => (reader.await.0, Ok(())),
         },
     };
-    track_res?;
-    read_res
+    track_res.map_err(&fenced)?;
+    read_res.map_err(&fenced)
+}
+
+/// Refuses a topic whose last records another connector or source wrote (their positions
+/// cannot be compared with this connector's), and a topic holding this connector's records
+/// without its checkpoint.
+fn check_tails(names: &SinkNames, tails: &[Option<kafka::Tail>], has_checkpoint: bool) -> Result<()> {
+    let expected = format!("connector {:?} from source {}", names.connector, names.source);
+    for (p, tail) in tails.iter().enumerate() {
+        let Some(t) = tail else { continue };
+        let found = match (&t.writer, &t.source) {
+            (Some(w), Some(s)) if *w == names.connector && *s == names.source => {
+                if !has_checkpoint {
+                    return Err(Error::Preflight(format!(
+                        "topic {} partition {p} holds records of connector {:?}, but {} holds no checkpoint of it                          (deleted or recreated?): rtis cannot tell what the topic holds. Restore that topic, or                          start over with a new topic and state file",
+                        names.topic,
+                        names.connector,
+                        crate::sink::checkpoint_topic(&names.topic)
+                    )));
+                }
+                continue;
+            }
+            (Some(w), Some(s)) => format!("connector {w:?} from source {s}"),
+            _ => "a writer that is not this version of rtis (no rtis.writer/rtis.source headers)".to_string(),
+        };
+        return Err(Error::ForeignWriter {
+            topic: names.topic.clone(),
+            partition: p as i32,
+            offset: t.offset,
+            found,
+            expected,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a checkpoint taken on another source server.
+fn check_source(connector: &str, cp: &Checkpoint, facts: &preflight::SourceFacts) -> Result<()> {
+    let Some(src) = &cp.source else {
+        return Ok(());
+    };
+    let same = src.server_id == facts.source.server_id
+        && (src.server_uuid.is_none()
+            || facts.source.server_uuid.is_none()
+            || src.server_uuid == facts.source.server_uuid);
+    if same {
+        return Ok(());
+    }
+    let recovery = match &cp.gtid {
+        Some(g) => format!(
+            "If the new server replicated the old one's transactions, resume after the last captured \
+             one with `rtis-producer reset --state <state file> --to-gtid {g} --mysql-url <url>`; \
+             otherwise start over with a new topic and state file (a fresh snapshot)"
+        ),
+        None => "No GTID is known for the checkpoint: start over with a new topic and state file \
+                 (a fresh snapshot), or move the checkpoint with `rtis-producer reset --to-position` \
+                 if you know the matching position on the new server"
+            .to_string(),
+    };
+    Err(Error::SourceChanged {
+        connector: connector.to_string(),
+        position: cp.position.to_string(),
+        checkpoint: src.to_string(),
+        found: facts.source.to_string(),
+        recovery,
+    })
 }
 
 /// Awaits acknowledgements in order; queues a checkpoint once every record before it is acked.

@@ -134,6 +134,44 @@ impl FromStr for SourcePos {
     }
 }
 
+/// The identity of a source server: binlog positions of one server mean nothing on another
+/// (a failover, a different server behind the same address). `server_id` is unique among the
+/// servers of a replication topology; MySQL also has a `server_uuid`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceId {
+    pub server_id: u32,
+    pub server_uuid: Option<String>,
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.server_uuid {
+            Some(u) => write!(f, "{}/{u}", self.server_id),
+            None => write!(f, "{}", self.server_id),
+        }
+    }
+}
+
+impl FromStr for SourceId {
+    type Err = ParsePositionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParsePositionError {
+            input: s.to_string(),
+            expected: "SERVER_ID[/SERVER_UUID], e.g. 1 or 1/3e11fa47-71ca-11e1-9e33-c80aa9429562",
+        };
+        let (id, uuid) = match s.split_once('/') {
+            Some((id, uuid)) if !uuid.is_empty() => (id, Some(uuid.to_string())),
+            Some(_) => return Err(err()),
+            None => (s, None),
+        };
+        Ok(Self {
+            server_id: id.parse().map_err(|_| err())?,
+            server_uuid: uuid,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

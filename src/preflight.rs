@@ -7,7 +7,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder, Row};
 
 use crate::error::{Error, Result};
-use crate::position::BinlogPosition;
+use crate::position::{BinlogPosition, SourceId};
 use crate::schema::{InfoColumn, TableSchema};
 
 /// Facts about the source learned at start.
@@ -16,6 +16,8 @@ pub struct SourceFacts {
     pub mariadb: bool,
     pub version: String,
     pub server_id: u32,
+    /// The server's identity: positions are comparable only within one source.
+    pub source: SourceId,
     pub schema: TableSchema,
     /// Collation id → charset name, to decode text columns of binlog rows.
     pub collations: HashMap<u16, String>,
@@ -97,6 +99,18 @@ pub async fn variables(conn: &mut Conn, names: &[&str]) -> Result<HashMap<String
         .collect())
 }
 
+/// The server's identity (`server_id`, and `server_uuid` where the server has one).
+pub async fn source_id(conn: &mut Conn) -> Result<SourceId> {
+    let vars = variables(conn, &["server_id", "server_uuid"]).await?;
+    Ok(SourceId {
+        server_id: vars
+            .get("server_id")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        server_uuid: vars.get("server_uuid").filter(|u| !u.is_empty()).cloned(),
+    })
+}
+
 /// Current end of the binlog and the server's GTID position.
 pub async fn binlog_end(
     conn: &mut Conn,
@@ -173,6 +187,7 @@ pub async fn check_source(
             "binlog_row_image",
             "binlog_row_metadata",
             "server_id",
+            "server_uuid",
             "log_bin_compress",
             "encrypt_binlog",
             "binlog_transaction_compression",
@@ -224,6 +239,11 @@ pub async fn check_source(
         }
     }
     let server_id: u32 = get("server_id").parse().unwrap_or(0);
+    let source = SourceId {
+        server_id,
+        // MySQL has a server_uuid; MariaDB identifies servers by server_id (unique among replicas)
+        server_uuid: vars.get("server_uuid").filter(|u| !u.is_empty()).cloned(),
+    };
 
     // grants: REPLICATION SLAVE cannot be probed without starting a dump; read SHOW GRANTS
     let grants: Vec<String> = conn
@@ -312,6 +332,7 @@ pub async fn check_source(
         mariadb,
         version,
         server_id,
+        source,
         schema,
         collations,
         key_names,

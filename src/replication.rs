@@ -1,18 +1,20 @@
 //! Replication: reads the binlog as a replica, turns row events of the captured table into
-//! records and hands them to the broker, in binlog order.
+//! records and hands them to the [`Sink`], in binlog order.
 //!
 //! Correctness rules this module keeps:
-//! * Every record carries its [`SourcePos`]; a record at or below the last record already in its
-//!   partition (read at session start) is skipped — so resuming from a checkpoint that lags the
-//!   broker yields no duplicate, and resuming never starts inside a transaction.
-//! * Checkpoints are queued only at transaction boundaries (XID, `COMMIT`, standalone DDL, and
-//!   rotations outside a transaction), behind every record of that transaction in the ack queue,
-//!   so a checkpoint becomes durable only after all earlier records were acknowledged.
+//! * Every record carries its [`SourcePos`] (strictly increasing in binlog order). A session
+//!   starts at the connector's last committed checkpoint; records at or below its
+//!   `resume_after` (a source transaction committed in part) are skipped, and so are records
+//!   below a position the topic already covers after a backward `reset`.
+//! * Boundaries are only real transaction ends: XID, `COMMIT`/`ROLLBACK`, a standalone
+//!   statement (DDL) and rotations outside a transaction — never a `SAVEPOINT` or any other
+//!   statement inside a transaction. The sink commits its Kafka transaction only there (or,
+//!   for an oversized source transaction, with a checkpoint inside it).
 //! * Each rows event is decoded with the schema of its own TABLE_MAP event (FULL row metadata),
 //!   so events written before an `ALTER TABLE` decode with the columns they had.
 //! * CRC32 of every event is verified (the client library strips it without checking).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,16 +25,13 @@ use mysql_async::binlog::value::BinlogValue;
 use mysql_async::binlog::BinlogChecksumAlg;
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, Opts};
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::avro::{self, SourceInfo, WriterSchema};
 use crate::checkpoint::Checkpoint;
-use crate::checkpoint::SortKey;
 use crate::error::{Error, Result};
-use crate::kafka::{self, partition_for, Tail};
+use crate::kafka::partition_for;
+use crate::sink::Sink;
 use crate::position::{file_seq, BinlogPosition, SourcePos};
 use crate::preflight::{self, SourceFacts};
 use crate::schema::TableSchema;
@@ -58,22 +57,7 @@ impl Prepared {
     }
 }
 
-/// What the ack tracker receives, in binlog order.
-pub enum Ack {
-    Record {
-        fut: DeliveryFuture,
-        partition: i32,
-        /// `c`, `u`, `d`, `r` or `tombstone` (metrics).
-        op: &'static str,
-        /// The record's source position and size, named if the broker refuses it.
-        pos: SourcePos,
-        size: usize,
-        /// When the session gives up waiting for the acknowledgement (`--delivery-timeout-ms`).
-        deadline: tokio::time::Instant,
-    },
-    /// All records queued before this are part of transactions that end at this checkpoint.
-    Commit(Checkpoint),
-}
+pub use crate::sink::Ack;
 
 /// Counters shared with the caller.
 #[derive(Debug, Default, Clone, Copy)]
@@ -89,22 +73,17 @@ pub struct Streamer<'a> {
     pub facts: &'a SourceFacts,
     pub server_id: u32,
     pub heartbeat: Duration,
-    pub producer: &'a FutureProducer,
-    pub topic: &'a str,
-    pub schema_topic: String,
+    /// The transactional writer of this session.
+    pub sink: Sink,
     pub partitions: i32,
-    /// Last record position per partition at session start.
-    pub tails: Vec<Option<Tail>>,
-    pub acks: mpsc::Sender<Ack>,
-    pub published: &'a mut HashSet<[u8; 8]>,
+    /// Records at or below this position are already in the topic (see the module docs).
+    pub skip_up_to: Option<SourcePos>,
     pub timestamp_column: String,
     pub stats: StreamStats,
     /// Shared with the metrics endpoint.
     pub metrics: Arc<crate::metrics::ProducerMetrics>,
     /// The configured message size limit, named when a record exceeds it.
     pub max_message_bytes: String,
-    /// How long a record may wait for its acknowledgement (`--delivery-timeout-ms`).
-    pub delivery_timeout: Duration,
     /// Highest `last_updated` seen, carried into checkpoints.
     pub last_updated_us: Option<i64>,
     // state while streaming
@@ -192,12 +171,9 @@ impl<'a> Streamer<'a> {
         facts: &'a SourceFacts,
         server_id: u32,
         heartbeat: Duration,
-        producer: &'a FutureProducer,
-        topic: &'a str,
+        sink: Sink,
         partitions: i32,
-        tails: Vec<Option<Tail>>,
-        acks: mpsc::Sender<Ack>,
-        published: &'a mut HashSet<[u8; 8]>,
+        skip_up_to: Option<SourcePos>,
         timestamp_column: String,
         last_updated_us: Option<i64>,
     ) -> Self {
@@ -206,18 +182,13 @@ impl<'a> Streamer<'a> {
             facts,
             server_id,
             heartbeat,
-            producer,
-            topic,
-            schema_topic: format!("{topic}-schemas"),
+            sink,
             partitions,
-            tails,
-            acks,
-            published,
+            skip_up_to,
             timestamp_column,
             stats: StreamStats::default(),
             metrics: Arc::default(),
             max_message_bytes: "message.max.bytes".into(),
-            delivery_timeout: Duration::from_secs(30),
             last_updated_us,
             file: String::new(),
             gtid: None,
@@ -274,10 +245,21 @@ impl<'a> Streamer<'a> {
         let mut events_since_tick = 1u64;
         let mut silent_since = tokio::time::Instant::now();
         loop {
+            let idle_commit = self.sink.can_commit_idle();
             let next = tokio::select! {
                 biased;
-                _ = shutdown.changed() => return Ok(()),
+                _ = shutdown.changed() => {
+                    // what is complete is committed; a transaction cut off mid-way is committed
+                    // up to its last record (the checkpoint says where inside it to resume)
+                    self.sink.finish(self.in_txn).await?;
+                    return Ok(());
+                }
                 n = stream.next() => Ok(n),
+                // nothing ready from the source: commit what is complete
+                _ = std::future::ready(()), if idle_commit => {
+                    self.sink.commit().await?;
+                    continue;
+                }
                 _ = watchdog.tick() => Err(()),
             };
             let ev = match next {
@@ -431,6 +413,11 @@ impl<'a> Streamer<'a> {
                 {
                     self.commit(BinlogPosition::new(self.file.clone(), log_pos), ts_ms)
                         .await?;
+                } else if self.in_txn {
+                    // SAVEPOINT, ROLLBACK TO SAVEPOINT, RELEASE SAVEPOINT, ... inside a
+                    // transaction: not its end (a kill here must resume at the transaction's
+                    // start, not in its middle)
+                    tracing::trace!(position = %self.here(log_pos), statement = %trimmed, "statement inside a transaction");
                 } else {
                     // DDL or other standalone statement: a transaction of its own
                     let lower = trimmed.to_ascii_lowercase();
@@ -494,7 +481,7 @@ impl<'a> Streamer<'a> {
                     }
                     self.last_schema = Some(table.clone());
                     let prepared = Prepared::new(table, &self.timestamp_column)?;
-                    self.publish(&prepared).await?;
+                    self.publish(&prepared)?;
                     self.tables.insert(id, (t.into_owned(), Arc::new(prepared)));
                 }
             }
@@ -582,32 +569,21 @@ impl<'a> Streamer<'a> {
         Ok(out)
     }
 
-    async fn publish(&mut self, p: &Prepared) -> Result<()> {
-        for s in [&p.value, &p.key] {
-            if self.published.insert(s.fingerprint) {
-                kafka::publish_schema(
-                    self.producer,
-                    &self.schema_topic,
-                    &s.fingerprint_hex(),
-                    &s.json,
-                    self.delivery_timeout,
-                )
-                .await?;
-                tracing::info!(fingerprint = %s.fingerprint_hex(), topic = %self.schema_topic, "published writer schema");
-            }
-        }
-        Ok(())
+    fn publish(&mut self, p: &Prepared) -> Result<()> {
+        self.sink.publish_schema(&p.value)?;
+        self.sink.publish_schema(&p.key)
     }
 
+    /// A transaction boundary: the next transaction starts at `position`.
     async fn commit(&mut self, position: BinlogPosition, ts_ms: i64) -> Result<()> {
         self.in_txn = false;
         self.stats.transactions += 1;
         let cp = Checkpoint {
-            position,
             gtid: self.gtid.clone(),
             last_commit_ts_ms: ts_ms,
             last_updated_us: self.last_updated_us,
-            snapshot: None,
+            source: Some(self.facts.source.clone()),
+            ..Checkpoint::at(position)
         };
         self.checkpoint(cp).await
     }
@@ -681,7 +657,6 @@ impl<'a> Streamer<'a> {
         row: Vec<Datum>,
         anchor: SourcePos,
         seq: u32,
-        sort_key: SortKey,
         ts_ms: i64,
     ) -> Result<()> {
         self.note_timestamp(p, &row);
@@ -689,15 +664,6 @@ impl<'a> Streamer<'a> {
         avro::encode_key(&mut self.key_buf, &p.key, &p.table, &row);
         let key = self.key_buf.clone();
         let partition = partition_for(&key, self.partitions);
-        let sent = self.tails[partition as usize]
-            .is_some_and(|t| t.pos == anchor && t.snapshot_key.is_some_and(|k| sort_key <= k));
-        if sent {
-            if self.stats.skipped_duplicates == 0 {
-                tracing::info!(%sort_key, partition, "skipping snapshot rows already in the topic (resumed snapshot)");
-            }
-            self.stats.skipped_duplicates += 1;
-            return Ok(());
-        }
         self.send_envelope(
             p,
             &key,
@@ -705,10 +671,10 @@ impl<'a> Streamer<'a> {
             "r",
             None,
             Some(&row),
-            anchor,
+            SourcePos { row: seq, ..anchor },
             seq,
             ts_ms,
-            Some(sort_key),
+            true,
         )
         .await
     }
@@ -728,27 +694,22 @@ impl<'a> Streamer<'a> {
         self.gtid = gtid;
     }
 
-    /// Queues a checkpoint behind every record sent so far.
+    /// A boundary: every record sent so far is covered by `cp` (the sink commits them
+    /// together when its policy says so).
     pub async fn checkpoint(&mut self, cp: Checkpoint) -> Result<()> {
-        self.acks
-            .send(Ack::Commit(cp))
-            .await
-            .map_err(|_| Error::StreamLost {
-                position: self.file.clone(),
-                msg: "the delivery tracker stopped".into(),
-            })
+        self.sink.boundary(cp).await
     }
 
     /// Ensures the writer schemas of `p` are in the schema topic.
-    pub async fn publish_schemas(&mut self, p: &Prepared) -> Result<()> {
-        self.publish(p).await
+    pub fn publish_schemas(&mut self, p: &Prepared) -> Result<()> {
+        self.publish(p)
     }
 
-    fn duplicate(&mut self, partition: i32, pos: &SourcePos) -> bool {
-        let dup = self.tails[partition as usize].is_some_and(|t| *pos <= t.pos);
+    fn duplicate(&mut self, pos: &SourcePos) -> bool {
+        let dup = self.skip_up_to.is_some_and(|t| *pos <= t);
         if dup {
             if self.stats.skipped_duplicates == 0 {
-                tracing::info!(position = %pos, partition, "skipping records already in the topic (re-read after a restart)");
+                tracing::info!(position = %pos, "skipping records the topic already holds (resumed inside a transaction, or after a reset)");
             }
             self.stats.skipped_duplicates += 1;
         }
@@ -766,17 +727,17 @@ impl<'a> Streamer<'a> {
         pos: SourcePos,
         ts_ms: i64,
     ) -> Result<()> {
-        let partition = partition_for(key, self.partitions);
-        if self.duplicate(partition, &pos) {
+        if self.duplicate(&pos) {
             return Ok(());
         }
+        let partition = partition_for(key, self.partitions);
         self.send_envelope(
-            p, key, partition, op, before, after, pos, pos.row, ts_ms, None,
+            p, key, partition, op, before, after, pos, pos.row, ts_ms, false,
         )
         .await
     }
 
-    /// Encodes an envelope and produces it; `snapshot_key` marks (and orders) a snapshot row.
+    /// Encodes an envelope and produces it.
     #[allow(clippy::too_many_arguments)]
     async fn send_envelope(
         &mut self,
@@ -789,7 +750,7 @@ impl<'a> Streamer<'a> {
         pos: SourcePos,
         source_row: u32,
         ts_ms: i64,
-        snapshot_key: Option<SortKey>,
+        snapshot: bool,
     ) -> Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -800,7 +761,9 @@ impl<'a> Streamer<'a> {
             row: source_row,
             gtid: self.gtid.as_deref(),
             ts_ms,
-            snapshot: snapshot_key.is_some(),
+            snapshot,
+            connector: &self.sink.names().connector,
+            server_uuid: self.facts.source.server_uuid.as_deref(),
         };
         avro::encode_envelope(
             &mut buf,
@@ -812,20 +775,17 @@ impl<'a> Streamer<'a> {
             &src,
             now_ms(),
         );
-        let res = self
-            .produce(key, Some(&buf), partition, pos, snapshot_key, op)
-            .await;
+        let res = self.produce(key, Some(&buf), partition, pos, op).await;
         self.buf = buf;
         res
     }
 
     async fn send_tombstone(&mut self, key: &[u8], pos: SourcePos) -> Result<()> {
-        let partition = partition_for(key, self.partitions);
-        if self.duplicate(partition, &pos) {
+        if self.duplicate(&pos) {
             return Ok(());
         }
-        self.produce(key, None, partition, pos, None, "tombstone")
-            .await
+        let partition = partition_for(key, self.partitions);
+        self.produce(key, None, partition, pos, "tombstone").await
     }
 
     async fn produce(
@@ -834,52 +794,18 @@ impl<'a> Streamer<'a> {
         payload: Option<&[u8]>,
         partition: i32,
         pos: SourcePos,
-        snapshot_key: Option<SortKey>,
         op: &'static str,
     ) -> Result<()> {
-        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(self.topic)
-            .key(key)
-            .partition(partition)
-            .headers(kafka::pos_headers(&pos, snapshot_key.as_ref()));
-        if let Some(p) = payload {
-            rec = rec.payload(p);
-        }
-        let size = payload.map_or(0, <[u8]>::len) + key.len();
-        let fut = loop {
-            match self.producer.send_result(rec) {
-                Ok(f) => break f,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                    return Err(Error::RecordTooLarge {
-                        what: format!("`{}`.`{}`", self.facts.schema.db, self.facts.schema.table),
-                        position: self.here(pos.pos),
-                        record: pos.to_string(),
-                        size,
-                        limit: self.max_message_bytes.clone(),
-                    })
-                }
-                Err((e, _)) => return Err(Error::kafka(format!("producing to {}", self.topic), e)),
-            }
-        };
+        let what = format!("`{}`.`{}`", self.facts.schema.db, self.facts.schema.table);
+        let max = self.max_message_bytes.clone();
+        self.sink
+            .send(key, payload, partition, pos, op, &what, &max)
+            .await?;
         self.stats.records += 1;
-        self.metrics.sent();
-        self.acks
-            .send(Ack::Record {
-                fut,
-                partition,
-                op,
-                pos,
-                size,
-                deadline: tokio::time::Instant::now() + self.delivery_timeout,
-            })
-            .await
-            .map_err(|_| Error::StreamLost {
-                position: pos.to_string(),
-                msg: "the delivery tracker stopped".into(),
-            })
+        if op != "r" {
+            self.sink.commit_if_oversized().await?;
+        }
+        Ok(())
     }
 }
 

@@ -12,9 +12,10 @@
 //! * Resuming after a crash: the cursor `(last_updated, id)` of the last acknowledged chunk is in
 //!   the checkpoint, and the anchor stays the first snapshot's. The rest is read from a new
 //!   consistent view; a row changed in between shows its newer value there and its binlog change
-//!   (after the anchor) follows, so the final state per key is exact. Rows of the interrupted
-//!   chunk that reached the broker are skipped by their sort key (see
-//!   `Streamer::emit_snapshot_row`).
+//!   (after the anchor) follows, so the final state per key is exact. Each chunk's rows commit in
+//!   one Kafka transaction with the checkpoint holding the cursor after them (see
+//!   [`crate::sink`]), so the resumed snapshot starts exactly after the last committed row: none
+//!   is written twice, whichever partitions' leaders were slow when the producer died.
 
 use std::time::{Duration, Instant};
 
@@ -142,7 +143,7 @@ pub async fn run(
         facts.schema.clone(),
         &facts.schema.columns[facts.timestamp_column].name,
     )?;
-    streamer.publish_schemas(&prepared).await?;
+    streamer.publish_schemas(&prepared)?;
     let anchor = SourcePos {
         file_seq: cp.position.file_seq(),
         pos: cp.position.pos,
@@ -244,7 +245,7 @@ pub async fn run(
                 msg: "row without a sort key".into(),
             })?;
             streamer
-                .emit_snapshot_row(&prepared, datums, anchor, state.rows as u32, key, now_ms())
+                .emit_snapshot_row(&prepared, datums, anchor, state.rows as u32, now_ms())
                 .await?;
             state.rows += 1;
             state.cursor = Some(key);
