@@ -1,152 +1,211 @@
-//! Exactly what rtis uses of the Kafka-API broker, through rdkafka: topic creation,
-//! idempotent acks=all produce, fetch from an offset, a two-member group, offset commit and
-//! fetch, and durability across kill -9.
+//! What rtis relies on of Apache Kafka, through rdkafka and rtis's own helpers: topic creation
+//! with a replication factor, transactions (committed records visible, aborted ones not, an
+//! earlier producer of the same transactional id fenced), reading partition tails and a
+//! partition's end past transaction markers, and durability across kill -9 — on one node and
+//! on a three-node cluster that loses a partition's leader.
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use common::{unique, Broker};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::FutureRecord;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rtis::kafka::{self, Replication};
 
-fn consumer(b: &Broker, group: &str) -> BaseConsumer {
-    rtis::config::kafka_client_config(&b.bootstrap(), &[])
-        .unwrap()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "500")
-        .create()
-        .unwrap()
+fn txn_producer(b: &Broker, id: &str) -> FutureProducer {
+    let p = kafka::create_producer(&b.bootstrap(), &[], id, 10_000).unwrap();
+    p.init_transactions(Duration::from_secs(30)).unwrap();
+    p
+}
+
+/// Sends `n` records per partition (key `k<i>`, header `rtis.writer`=`writer`) in the open
+/// transaction and waits for their acknowledgements.
+async fn send(p: &FutureProducer, topic: &str, partitions: i32, n: usize, writer: &str) {
+    let mut futs = Vec::new();
+    for part in 0..partitions {
+        for i in 0..n {
+            let key = format!("k{part}-{i}");
+            let headers = OwnedHeaders::new().insert(Header {
+                key: kafka::WRITER_HEADER,
+                value: Some(writer.as_bytes()),
+            });
+            futs.push(
+                p.send_result(
+                    FutureRecord::to(topic)
+                        .key(&key)
+                        .payload("v")
+                        .partition(part)
+                        .headers(headers),
+                )
+                .unwrap_or_else(|(e, _)| panic!("produce: {e}")),
+            );
+        }
+    }
+    for f in futs {
+        f.await.unwrap().unwrap();
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_supports_what_rtis_uses() {
+async fn single_node_transactions_fencing_tails_and_kill9() {
     let mut broker = Broker::start();
+    let bs = broker.bootstrap();
     let topic = unique("smoke");
-    rtis::kafka::create_topic(&broker.bootstrap(), &[], &topic, 3, &[])
+    kafka::create_topic(&bs, &[], &topic, 3, Replication::default(), &[])
         .await
         .unwrap();
+    let info = {
+        let (b, t) = (bs.clone(), topic.clone());
+        blocking(move || kafka::topic_info(&b, &[], &t).unwrap().unwrap()).await
+    };
     assert_eq!(
-        rtis::kafka::partition_count(&broker.bootstrap(), &[], &topic).unwrap(),
-        Some(3)
+        (info.partitions, info.min_replicas, info.brokers),
+        (3, 1, 1),
+        "one node: replication factor min(3, 1)"
     );
 
-    let producer = rtis::kafka::create_producer(&broker.bootstrap(), &[], 30_000).unwrap();
-    for i in 0..30i32 {
-        let key = format!("k{i}");
-        let payload = format!("v{i}");
-        let p = i % 3;
-        producer
-            .send(
-                FutureRecord::to(&topic)
-                    .key(&key)
-                    .payload(&payload)
-                    .partition(p),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap_or_else(|(e, _)| panic!("produce {i}: {e}"));
-    }
-
-    // fetch from a given offset
-    let c = consumer(&broker, &unique("g"));
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 1, Offset::Offset(4))
-        .unwrap();
-    c.assign(&tpl).unwrap();
-    let mut got = Vec::new();
-    while got.len() < 6 {
-        if let Some(m) = c.poll(Duration::from_secs(10)) {
-            let m = m.unwrap();
-            got.push((
-                m.offset(),
-                String::from_utf8(m.payload().unwrap().to_vec()).unwrap(),
-            ));
-        } else {
-            panic!("no record from offset 4; got {got:?}");
-        }
-    }
-    assert_eq!(got[0], (4, "v13".to_string()));
-    assert_eq!(got.last().unwrap().0, 9);
-
-    // a group of two shares the partitions, commits and reads back its offsets
-    let group = unique("grp");
-    let (a, b) = (consumer(&broker, &group), consumer(&broker, &group));
-    a.subscribe(&[&topic]).unwrap();
-    b.subscribe(&[&topic]).unwrap();
-    let mut seen: BTreeMap<String, (i32, i64)> = BTreeMap::new();
-    let parts = |c: &BaseConsumer| -> HashSet<i32> {
-        c.assignment()
-            .map(|t| t.elements().iter().map(|e| e.partition()).collect())
-            .unwrap_or_default()
+    // a committed transaction, then an aborted one
+    let txn_id = unique("txn");
+    let p = txn_producer(&broker, &txn_id);
+    p.begin_transaction().unwrap();
+    send(&p, &topic, 3, 10, "committed").await;
+    blocking({
+        let p = p.clone();
+        move || p.commit_transaction(Duration::from_secs(30)).unwrap()
+    })
+    .await;
+    p.begin_transaction().unwrap();
+    send(&p, &topic, 3, 4, "aborted").await;
+    blocking({
+        let p = p.clone();
+        move || p.abort_transaction(Duration::from_secs(30)).unwrap()
+    })
+    .await;
+    let counts = {
+        let (b, t) = (bs.clone(), topic.clone());
+        blocking(move || kafka::count_committed(&b, &[], &t).unwrap()).await
     };
-    let mut stable = false;
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while seen.len() < 30 || !stable {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "group: consumed {} of 30, assignments {:?} / {:?}",
-            seen.len(),
-            parts(&a),
-            parts(&b)
-        );
-        for c in [&a, &b] {
-            if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-                seen.insert(
-                    String::from_utf8(m.key().unwrap().to_vec()).unwrap(),
-                    (m.partition(), m.offset()),
-                );
-                c.commit_message(&m, CommitMode::Sync).unwrap();
-            }
-        }
-        let (pa, pb) = (parts(&a), parts(&b));
-        stable =
-            !pa.is_empty() && !pb.is_empty() && pa.is_disjoint(&pb) && pa.len() + pb.len() == 3;
+    assert_eq!(counts, vec![10, 10, 10], "aborted records are never read");
+    let ends = common::end_offsets(&bs, &topic).await;
+    assert!(
+        ends.iter().all(|&e| e > 10),
+        "markers and aborted records occupy offsets: {ends:?}"
+    );
+    let tails = {
+        let (b, t) = (bs.clone(), topic.clone());
+        blocking(move || kafka::read_partition_tails(&b, &[], &t, 3).unwrap()).await
+    };
+    for (i, t) in tails.iter().enumerate() {
+        let t = t.as_ref().unwrap_or_else(|| panic!("partition {i}: no tail"));
+        assert_eq!(t.offset, 9, "partition {i}: the last committed record");
+        assert_eq!(t.writer.as_deref(), Some("committed"));
     }
-    let committed = a.committed(Duration::from_secs(10)).unwrap();
-    let total: i64 = committed
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        })
-        .sum();
-    assert!(total > 0, "committed offsets readable: {committed:?}");
-    a.unsubscribe();
-    b.unsubscribe();
-    for _ in 0..5 {
-        a.poll(Duration::from_millis(100));
-        b.poll(Duration::from_millis(100));
-    }
-    drop(c);
-    drop(producer);
-    let closed_a = rtis::kafka::close_consumer(a, Duration::from_secs(5));
-    let closed_b = rtis::kafka::close_consumer(b, Duration::from_secs(5));
-    assert!(closed_a && closed_b, "both members leave the group");
 
-    // durability: kill -9 and restart, the data is still there
-    broker.kill9();
-    broker.restart();
-    let tails = tokio::task::spawn_blocking({
-        let (bs, t) = (broker.bootstrap(), topic.clone());
-        move || {
-            let c: BaseConsumer = rtis::config::kafka_client_config(&bs, &[])
-                .unwrap()
-                .set("group.id", "x")
-                .create()
-                .unwrap();
-            (0..3)
-                .map(|p| c.fetch_watermarks(&t, p, Duration::from_secs(20)).unwrap())
-                .collect::<Vec<_>>()
+    // a second producer of the same transactional id fences the first one
+    p.begin_transaction().unwrap();
+    send(&p, &topic, 1, 3, "zombie").await;
+    let successor = txn_producer(&broker, &txn_id);
+    let zombie = blocking({
+        let p = p.clone();
+        move || p.commit_transaction(Duration::from_secs(30))
+    })
+    .await;
+    let err = zombie.expect_err("the fenced producer cannot commit");
+    assert!(
+        err.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fenced)
+            || matches!(
+                p.client().fatal_error(),
+                Some((rdkafka::types::RDKafkaErrorCode::Fenced, _))
+            ),
+        "fenced: {err:?} / {:?}",
+        p.client().fatal_error()
+    );
+    successor.begin_transaction().unwrap();
+    send(&successor, &topic, 1, 2, "successor").await;
+    blocking({
+        let p = successor.clone();
+        move || p.commit_transaction(Duration::from_secs(30)).unwrap()
+    })
+    .await;
+    drop((p, successor));
+    let counts = {
+        let (b, t) = (bs.clone(), topic.clone());
+        blocking(move || kafka::count_committed(&b, &[], &t).unwrap()).await
+    };
+    assert_eq!(counts, vec![12, 10, 10], "nothing of the zombie's transaction");
+
+    // durability: kill -9 and restart, the committed records are still there
+    blocking(move || {
+        broker.kill9();
+        broker.restart();
+        let counts = kafka::count_committed(&broker.bootstrap(), &[], &topic).unwrap();
+        assert_eq!(counts, vec![12, 10, 10]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_node_cluster_replicates_and_survives_the_leader_kill9() {
+    let mut cluster = Broker::cluster();
+    let bs = cluster.bootstrap();
+    let topic = unique("replicated");
+    kafka::create_topic(&bs, &[], &topic, 3, Replication::default(), &[])
+        .await
+        .unwrap();
+    let (leader, replicas, isr) = {
+        let c = &cluster;
+        c.partition_info(&topic, 0).unwrap()
+    };
+    assert_eq!(replicas.len(), 3, "RF min(3, 3)");
+    assert_eq!(isr.len(), 3);
+    let txn_id = unique("txn");
+    let p = txn_producer(&cluster, &txn_id);
+    p.begin_transaction().unwrap();
+    send(&p, &topic, 3, 5, "before").await;
+    blocking({
+        let p = p.clone();
+        move || p.commit_transaction(Duration::from_secs(30)).unwrap()
+    })
+    .await;
+
+    // the leader of partition 0 dies; another replica leads, writes go on with 2 in sync
+    cluster.kill9_node(leader as u32);
+    let new_leader = common::eventually(Duration::from_secs(60), "a new leader", || {
+        let info = cluster.partition_info(&topic, 0);
+        async move { info.filter(|(l, _, _)| *l > 0 && *l != leader).map(|i| i.0) }
+    })
+    .await;
+    assert_ne!(new_leader, leader);
+    p.begin_transaction().unwrap();
+    send(&p, &topic, 3, 5, "after").await;
+    blocking({
+        let p = p.clone();
+        move || p.commit_transaction(Duration::from_secs(60)).unwrap()
+    })
+    .await;
+    drop(p);
+    let counts = {
+        let (b, t) = (bs.clone(), topic.clone());
+        blocking(move || kafka::count_committed(&b, &[], &t).unwrap()).await
+    };
+    assert_eq!(counts, vec![10, 10, 10]);
+
+    // the node comes back and catches up: all three in sync again
+    blocking(move || {
+        cluster.restart_node(leader as u32);
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let isr = cluster.partition_info(&topic, 0).map(|i| i.2.len());
+            if isr == Some(3) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "ISR back to 3: {isr:?}");
+            std::thread::sleep(Duration::from_millis(300));
         }
     })
-    .await
-    .unwrap();
-    assert_eq!(tails, vec![(0, 10), (0, 10), (0, 10)]);
+    .await;
 }

@@ -173,10 +173,7 @@ async fn metrics_are_scraped_during_a_run() {
     let consumer = tokio::spawn(rtis::consumer::run(ccfg, async move {
         let _ = rx.await;
     }));
-    let total: f64 = end_offsets(&broker.bootstrap(), &topic)
-        .await
-        .iter()
-        .sum::<i64>() as f64;
+    let total: f64 = record_count(&broker.bootstrap(), &topic).await as f64;
     assert_eq!(total, 55.0, "4 r + 30 c + 11 u + 5 d + 5 tombstones");
     let ctext = eventually(Duration::from_secs(60), "consumer metrics", || {
         let caddr = caddr.clone();
@@ -232,7 +229,7 @@ async fn metrics_are_scraped_during_a_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_reset_on_a_real_state_file() {
     let db = MariaDb::start();
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let shop = db.create_shop().await;
     let topic = unique("status");
     let dir = tempfile::tempdir().unwrap();
@@ -375,7 +372,7 @@ async fn status_and_reset_on_a_real_state_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_config_file_drives_the_binary() {
     let db = MariaDb::start();
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let shop = db.create_shop().await;
     let topic = unique("cfgfile");
     let dir = tempfile::tempdir().unwrap();
@@ -469,7 +466,7 @@ fn assert_no_duplicates(lines: &[serde_json::Value]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_tables_each_to_its_own_topic_with_composite_keys() {
     let db = MariaDb::start();
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let shop = db.create_shop().await;
     db.exec(
         &shop,

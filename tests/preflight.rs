@@ -31,7 +31,7 @@ fn assert_has(msg: &str, parts: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_input_gets_an_actionable_error() {
     let db = MariaDb::start();
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let shop = db.create_shop().await;
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("pf");
@@ -157,7 +157,7 @@ async fn each_bad_input_gets_an_actionable_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binlog_off_is_refused() {
     let db = MariaDb::start_with(&["--skip-log-bin"]);
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let shop = db.create_shop().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = producer_config(
@@ -173,7 +173,7 @@ async fn binlog_off_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_file_is_locked_and_its_directory_must_be_writable() {
     let db = MariaDb::start();
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let shop = db.create_shop().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("rtis.sqlite");
@@ -304,7 +304,7 @@ async fn tls_to_the_source_is_turned_on_by_the_url() {
         format!("--ssl-cert={}", cert.display()),
     );
     let db = MariaDb::start_with(&[&k, &c]);
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let shop = db.create_shop().await;
     db.exec(&shop, "ALTER USER 'rtis'@'%' REQUIRE SSL").await;
     db.exec(

@@ -116,7 +116,7 @@ fn cases() -> Vec<Case> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_in_records_out() {
     let db = MariaDb::start();
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let shop = db.create_shop().await;
     let topic = unique("product_updates");
     let state = tempfile::tempdir().unwrap();
@@ -212,7 +212,7 @@ async fn sql_in_records_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latin1_text_and_schema_changes_while_streaming() {
     let db = MariaDb::start();
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let shop = db.create_shop().await;
     db.exec(
         &shop,

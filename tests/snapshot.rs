@@ -25,7 +25,7 @@ async fn fill(db: &MariaDb, shop: &str, rows: u64) {
 }
 
 async fn total(broker: &Broker, topic: &str) -> i64 {
-    end_offsets(&broker.bootstrap(), topic).await.iter().sum()
+    record_count(&broker.bootstrap(), topic).await
 }
 
 /// For each key: snapshot rows come before any binlog change, and nothing is duplicated.
@@ -67,7 +67,7 @@ fn check_order(lines: &[Value]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_with_concurrent_writes_hands_over_with_no_gap() {
     let db = MariaDb::start();
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let shop = db.create_shop().await;
     let rows = 100_000;
     fill(&db, &shop, rows).await;
@@ -75,8 +75,11 @@ async fn snapshot_with_concurrent_writes_hands_over_with_no_gap() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = producer_config(&db, &shop, &broker, &topic, &dir.path().join("rtis.sqlite"));
     cfg.snapshot_chunk = 5_000;
+    // paced, so the writes below fall inside the snapshot (about 4 s)
+    cfg.snapshot_max_rows_per_sec = 25_000;
     let producer = InProcess::start(cfg);
     // writes while the snapshot runs: updates, inserts, deletes
+    records_at_least(&broker.bootstrap(), &topic, 1, Duration::from_secs(60)).await;
     let mut c = db.conn(&shop).await;
     let mut deleted = Vec::new();
     for i in 0..300u64 {
@@ -181,7 +184,7 @@ async fn snapshot_with_concurrent_writes_hands_over_with_no_gap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_during_snapshot_and_at_handover_resumes_without_duplicates() {
     let db = MariaDb::start();
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let shop = db.create_shop().await;
     let rows: i64 = 30_000;
     fill(&db, &shop, rows as u64).await;
@@ -293,30 +296,24 @@ async fn kill9_during_snapshot_and_at_handover_resumes_without_duplicates() {
     );
 }
 
-/// Distinct keys (fingerprints) in a schema topic.
+/// Distinct keys (fingerprints) in a schema topic (committed records).
 async fn schema_fingerprints(broker: &Broker, topic: &str) -> HashSet<String> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
     let (bs, t) = (broker.bootstrap(), topic.to_string());
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = rtis::config::kafka_client_config(&bs, &[])
-            .unwrap()
-            .set("group.id", "fp")
-            .create()
-            .unwrap();
-        let (_, high) = c.fetch_watermarks(&t, 0, Duration::from_secs(10)).unwrap();
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        tpl.add_partition_offset(&t, 0, rdkafka::Offset::Beginning)
-            .unwrap();
-        c.assign(&tpl).unwrap();
         let mut keys = HashSet::new();
-        let mut read = 0;
-        while read < high {
-            if let Some(Ok(m)) = c.poll(Duration::from_secs(10)) {
+        rtis::kafka::read_to_end(
+            &bs,
+            &[],
+            &t,
+            0,
+            rdkafka::Offset::Beginning,
+            Duration::from_secs(60),
+            |m| {
                 keys.insert(String::from_utf8(m.key().unwrap().to_vec()).unwrap());
-                read += 1;
-            }
-        }
+            },
+        )
+        .unwrap();
         keys
     })
     .await
@@ -326,7 +323,7 @@ async fn schema_fingerprints(broker: &Broker, topic: &str) -> HashSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_only_since_emits_exactly_the_selected_rows_and_exits_zero() {
     let db = MariaDb::start();
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let shop = db.create_shop().await;
     fill(&db, &shop, 2_000).await;
     let topic = unique("since");
@@ -386,7 +383,7 @@ async fn snapshot_only_since_emits_exactly_the_selected_rows_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purged_binlog_fails_clearly_or_catches_up_when_needed() {
     let db = MariaDb::start();
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let shop = db.create_shop().await;
     fill(&db, &shop, 50).await;
     let topic = unique("purge");

@@ -1,9 +1,14 @@
-//! Test harness: a private MariaDB and a private Kafka-API broker (tansu) per test, on free
-//! loopback ports, with temp dirs. Both are stopped by PID on drop — also when a test panics —
-//! and can be killed with SIGKILL and restarted on the same port and data.
+//! Test harness: a private MariaDB per test and Apache Kafka ([`kafka`]: one shared node per
+//! test process, a node or a three-node cluster of a test's own), on free loopback ports, with
+//! temp dirs. Services are stopped by PID on drop — also when a test panics — and can be killed
+//! with SIGKILL and restarted on the same port and data.
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod ledger;
+
+#[allow(unused_imports)]
+pub use kafka::{Broker, TopicCounter};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -334,113 +339,6 @@ impl Drop for MariaDb {
     }
 }
 
-/// A private tansu broker with durable sqlite storage.
-pub struct Broker {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
-    child: Option<Child>,
-}
-
-pub fn tansu_exe() -> PathBuf {
-    if let Ok(p) = std::env::var("RTIS_TANSU") {
-        if Path::new(&p).is_file() {
-            return PathBuf::from(p);
-        }
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let cached = format!("{home}/.cache/rtis/tansu-0.6.0/bin/tansu");
-    find_exe("tansu", &[&cached])
-}
-
-/// tansu 0.6.0's sqlite schema has no index on `header (topition, offset_id)`: every fetched
-/// record scans all headers, so fetches stall once partitions hold ~10k records with headers
-/// (rtis puts its position in a header). The index makes fetch linear again (README, Known limits).
-pub fn index_tansu_headers(db: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let res = rusqlite::Connection::open(db).and_then(|c| {
-            c.busy_timeout(Duration::from_secs(5))?;
-            c.execute_batch("CREATE INDEX IF NOT EXISTS rtis_header_topition_offset ON header (topition, offset_id)")
-        });
-        match res {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => panic!("indexing tansu's header table: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-impl Broker {
-    /// The broker's process id (for CPU accounting), while it runs.
-    #[allow(dead_code)] // used by the benchmark only
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("rtis-broker")
-            .tempdir()
-            .unwrap();
-        let mut b = Self {
-            dir,
-            port: free_port(),
-            child: None,
-        };
-        b.spawn();
-        b
-    }
-
-    fn spawn(&mut self) {
-        let log = self.dir.path().join("tansu.log");
-        let logf = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let mut cmd = Command::new(tansu_exe());
-        cmd.current_dir(self.dir.path())
-            .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf);
-        self.child = Some(cmd.spawn().expect("start tansu"));
-        wait_port(self.port, Duration::from_secs(30), "tansu", &log);
-        index_tansu_headers(&self.dir.path().join("tansu.db"));
-    }
-
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn kill9(&mut self) {
-        kill9(&mut self.child);
-    }
-
-    pub fn restart(&mut self) {
-        self.kill9();
-        self.spawn();
-    }
-
-    /// SIGSTOP / SIGCONT.
-    pub fn pause(&self, on: bool) {
-        if let Some(c) = &self.child {
-            let sig = if on { libc::SIGSTOP } else { libc::SIGCONT };
-            unsafe { libc::kill(c.id() as i32, sig) };
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        kill9(&mut self.child);
-    }
-}
-
 /// Whether the opt-in long run is on (`RTIS_LONG=1`): more kills, longer workloads.
 pub fn long_mode() -> bool {
     std::env::var("RTIS_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
@@ -469,9 +367,9 @@ pub fn crash_params() -> (usize, u64) {
     (iterations(20, 50), seed())
 }
 
-/// Waits until `topic` holds `expected` records and then stays unchanged for 2 s (so a late
-/// duplicate is seen too), or until it stopped growing for `quiet` below that (fewer arrived:
-/// the verifier reports them lost), or `timeout`; returns how many it holds.
+/// Waits until `topic` holds `expected` committed records and then stays unchanged for 2 s
+/// (so a late duplicate is seen too), or until it stopped growing for `quiet` below that (fewer
+/// arrived: the verifier reports them lost), or `timeout`; returns how many it holds.
 pub async fn settle(
     bootstrap: &str,
     topic: &str,
@@ -479,29 +377,78 @@ pub async fn settle(
     quiet: Duration,
     timeout: Duration,
 ) -> i64 {
-    let deadline = Instant::now() + timeout;
-    let mut last = (-1, Instant::now());
-    loop {
-        let n: i64 = end_offsets(bootstrap, topic).await.iter().sum();
-        if n != last.0 {
-            last = (n, Instant::now());
-        } else if (n >= expected && last.1.elapsed() > Duration::from_secs(2))
-            || last.1.elapsed() > quiet
-            || Instant::now() > deadline
-        {
-            return n;
+    let (bs, t) = (bootstrap.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut counter = kafka::TopicCounter::new(&bs, &t);
+        let deadline = Instant::now() + timeout;
+        let mut last = (-1, Instant::now());
+        loop {
+            let n = counter.refresh(Duration::from_secs(2));
+            if n != last.0 {
+                last = (n, Instant::now());
+            } else if (n >= expected && last.1.elapsed() > Duration::from_secs(2))
+                || last.1.elapsed() > quiet
+                || Instant::now() > deadline
+            {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(300));
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Waits until `topic` holds at least `min` records; returns how many it holds.
-pub async fn records_at_least(bootstrap: &str, topic: &str, min: i64, timeout: Duration) -> i64 {
-    eventually(timeout, &format!("{min} records in {topic}"), || async {
-        let s: i64 = end_offsets(bootstrap, topic).await.iter().sum();
-        (s >= min).then_some(s)
     })
     .await
+    .unwrap()
+}
+
+/// Waits until `topic` holds at least `min` committed records; returns how many it holds.
+pub async fn records_at_least(bootstrap: &str, topic: &str, min: i64, timeout: Duration) -> i64 {
+    let (bs, t) = (bootstrap.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + timeout;
+        let mut counter = loop {
+            if rtis::kafka::partition_count(&bs, &[], &t).ok().flatten().is_some() {
+                break kafka::TopicCounter::new(&bs, &t);
+            }
+            assert!(Instant::now() < deadline, "topic {t} never appeared");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        loop {
+            let n = counter.refresh(Duration::from_secs(2));
+            if n >= min {
+                return n;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {min} records in {t} (found {n})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Committed records of `topic` now.
+pub async fn record_count(bootstrap: &str, topic: &str) -> i64 {
+    committed_offsets(bootstrap, topic)
+        .await
+        .iter()
+        .map(|o| o.len() as i64)
+        .sum()
+}
+
+/// Offsets of the committed records of every partition of `topic`, in order.
+pub async fn committed_offsets(bootstrap: &str, topic: &str) -> Vec<Vec<i64>> {
+    let (bs, t) = (bootstrap.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        if rtis::kafka::partition_count(&bs, &[], &t).unwrap().is_none() {
+            return Vec::new();
+        }
+        let mut c = kafka::TopicCounter::new(&bs, &t);
+        c.refresh(Duration::from_secs(60));
+        c.offsets
+    })
+    .await
+    .unwrap()
 }
 
 /// End offsets (high watermarks) of every partition of `topic`.
@@ -529,9 +476,6 @@ pub async fn end_offsets(bootstrap: &str, topic: &str) -> Vec<i64> {
     .unwrap()
 }
 
-/// Group consumers one at a time: tansu 0.6.0 mishandles concurrent rebalances of several groups.
-static DRAIN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Waits until the topic holds at least `min_records`, then reads every record through the
 /// real consumer (fresh group, temp dir) and returns the JSON lines sorted by (partition, offset),
 /// data and dead-letter lines together.
@@ -541,7 +485,6 @@ pub async fn drain_topic(
     min_records: i64,
     timeout: Duration,
 ) -> Vec<serde_json::Value> {
-    let _serial = DRAIN.lock().await;
     let total = records_at_least(bootstrap, topic, min_records, timeout).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = consumer_config(bootstrap, topic, &unique("drain"), dir.path());
@@ -620,6 +563,9 @@ pub fn producer_config(
         brokers: broker.bootstrap(),
         topic: topic.to_string(),
         partitions: Some(3),
+        replication_factor: None,
+        min_insync_replicas: None,
+        name: None,
         state: state.to_path_buf(),
         server_id: 9000 + NEXT_ID.fetch_add(1, Ordering::SeqCst),
         heartbeat_secs: 1,
