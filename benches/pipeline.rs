@@ -367,9 +367,16 @@ async fn produce_floor(env: &Env, n: i64, size: usize, run: usize) -> (f64, RunC
     let cpu0 = proc_usage(std::process::id()).0;
     let (broker0, db0) = services_cpu(env);
     let topic = unique(&format!("bench_floor_{run}"));
-    rtis::kafka::create_topic(&env.broker.bootstrap(), &[], &topic, 3, rtis::kafka::Replication::default(), &[])
-        .await
-        .unwrap();
+    rtis::kafka::create_topic(
+        &env.broker.bootstrap(),
+        &[],
+        &topic,
+        3,
+        rtis::kafka::Replication::default(),
+        &[],
+    )
+    .await
+    .unwrap();
     let producer = rtis::kafka::create_plain_producer(&env.broker.bootstrap(), &[]).unwrap();
     let payload = vec![7u8; size];
     let start = Instant::now();
@@ -636,9 +643,16 @@ fn arrivals(
 /// at the same rate to a fresh topic, read by the same consumer code.
 async fn latency_floor(env: &Env, rate: u64, secs: u64) -> Vec<f64> {
     let topic = unique(&format!("bench_latency_floor_{rate}"));
-    rtis::kafka::create_topic(&env.broker.bootstrap(), &[], &topic, 3, rtis::kafka::Replication::default(), &[])
-        .await
-        .unwrap();
+    rtis::kafka::create_topic(
+        &env.broker.bootstrap(),
+        &[],
+        &topic,
+        3,
+        rtis::kafka::Replication::default(),
+        &[],
+    )
+    .await
+    .unwrap();
     let producer = rtis::kafka::create_plain_producer(&env.broker.bootstrap(), &[]).unwrap();
     let expected = (rate * secs) as i64;
     let reader = arrivals(env.broker.bootstrap(), topic.clone(), expected, secs);

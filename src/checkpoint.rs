@@ -88,13 +88,14 @@ impl Checkpoint {
             serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
         let str_of = |k: &str| j[k].as_str().map(str::to_string);
         let bad = |k: &str| format!("field {k} missing or malformed");
-        let parse_opt = |k: &str, v: &serde_json::Value| -> std::result::Result<Option<String>, String> {
-            match v {
-                serde_json::Value::Null => Ok(None),
-                serde_json::Value::String(s) => Ok(Some(s.clone())),
-                _ => Err(bad(k)),
-            }
-        };
+        let parse_opt =
+            |k: &str, v: &serde_json::Value| -> std::result::Result<Option<String>, String> {
+                match v {
+                    serde_json::Value::Null => Ok(None),
+                    serde_json::Value::String(s) => Ok(Some(s.clone())),
+                    _ => Err(bad(k)),
+                }
+            };
         let snapshot = match &j["snapshot"] {
             serde_json::Value::Null => None,
             s => Some(SnapshotState {
@@ -116,10 +117,16 @@ impl Checkpoint {
             last_updated_us: j["last_updated_us"].as_i64(),
             snapshot,
             resume_after: parse_opt("resume_after", &j["resume_after"])?
-                .map(|p| p.parse().map_err(|e: crate::position::ParsePositionError| e.to_string()))
+                .map(|p| {
+                    p.parse()
+                        .map_err(|e: crate::position::ParsePositionError| e.to_string())
+                })
                 .transpose()?,
             source: parse_opt("source", &j["source"])?
-                .map(|p| p.parse().map_err(|e: crate::position::ParsePositionError| e.to_string()))
+                .map(|p| {
+                    p.parse()
+                        .map_err(|e: crate::position::ParsePositionError| e.to_string())
+                })
                 .transpose()?,
             reset: false,
         })
@@ -390,7 +397,10 @@ impl CheckpointStore {
     pub fn request_snapshot(&self) -> Result<()> {
         self.clear()?;
         self.conn
-            .execute("INSERT OR REPLACE INTO request (id, kind) VALUES (1, 'snapshot')", [])
+            .execute(
+                "INSERT OR REPLACE INTO request (id, kind) VALUES (1, 'snapshot')",
+                [],
+            )
             .map(|_| ())
             .map_err(|e| Error::State {
                 path: self.path.clone(),
@@ -401,9 +411,11 @@ impl CheckpointStore {
     /// Whether `reset --snapshot` asked for a new snapshot.
     pub fn snapshot_requested(&self) -> Result<bool> {
         self.conn
-            .query_row("SELECT count(*) FROM request WHERE kind = 'snapshot'", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT count(*) FROM request WHERE kind = 'snapshot'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n > 0)
             .map_err(|e| Error::State {
                 path: self.path.clone(),

@@ -104,8 +104,8 @@ pub struct ProducerConfig {
     pub heartbeat_secs: u64,
 
     /// How long the broker may take to acknowledge a record before the session is restarted
-    /// from the last checkpoint. Enforced by rtis, not by librdkafka's `message.timeout.ms`
-    /// (a record timed out inside librdkafka can leave a gap that later records fill).
+    /// from the last committed checkpoint (also librdkafka's `message.timeout.ms`). The
+    /// timed-out transaction is aborted and its records never become visible.
     #[arg(long, env = "RTIS_DELIVERY_TIMEOUT_MS", default_value_t = 30_000)]
     pub delivery_timeout_ms: u64,
 
@@ -123,6 +123,12 @@ pub struct ProducerConfig {
         value_delimiter = ';'
     )]
     pub kafka_options: Vec<String>,
+
+    /// A source transaction with more records than this is committed to Kafka in parts (each
+    /// with a checkpoint inside it), so no Kafka transaction grows without bound. Readers see
+    /// the parts as they commit.
+    #[arg(long, env = "RTIS_MAX_TRANSACTION_RECORDS", default_value_t = crate::sink::FORCE_RECORDS)]
+    pub max_transaction_records: usize,
 
     /// Records in flight between the binlog reader and the broker (backpressure bound).
     #[arg(long, env = "RTIS_MAX_IN_FLIGHT", default_value_t = 20_000)]
@@ -286,6 +292,11 @@ impl ProducerConfig {
         if self.server_id == 0 {
             return Err(Error::Config(
                 "--server-id: expected a non-zero replica id, found 0".into(),
+            ));
+        }
+        if self.max_transaction_records == 0 {
+            return Err(Error::Config(
+                "--max-transaction-records: expected at least 1, found 0".into(),
             ));
         }
         if self.max_in_flight == 0 {

@@ -331,7 +331,10 @@ impl Schemas {
         })?;
         if !self.cache.contains_key(&fp) {
             self.reload().map_err(|e| {
-                Undecodable::NotNow(format!("cannot load writer schemas from {}: {e}", self.topic))
+                Undecodable::NotNow(format!(
+                    "cannot load writer schemas from {}: {e}",
+                    self.topic
+                ))
             })?;
         }
         let Some(schema) = self.cache.get(&fp) else {
@@ -521,7 +524,12 @@ pub fn run_blocking(
         if let Some((p, offset)) = rewind {
             // the partition is read again from this record; the records of it fetched after it
             // are dropped by the seek
-            if let Err(e) = consumer.seek(&cfg.topic, p, Offset::Offset(offset), Duration::from_secs(10)) {
+            if let Err(e) = consumer.seek(
+                &cfg.topic,
+                p,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            ) {
                 tracing::warn!(partition = p, error = %e, "rewinding the partition failed; retrying");
             }
             let until = Instant::now() + retry_wait;
@@ -575,12 +583,17 @@ fn refresh_lag(consumer: &BaseConsumer<Ctx>, topic: &str) {
         .iter()
         .map(|(p, f)| (*p, f.next_offset))
         .collect();
+    // the fetch position moves past transaction markers, which occupy offsets but are no
+    // records: with it, a consumer that is caught up shows lag 0, not 1
+    let positions = consumer.position().ok();
     for (p, next) in next {
         if let Ok((low, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(2)) {
-            consumer
-                .context()
-                .metrics
-                .set_lag(p, high - next.unwrap_or(low));
+            let fetched = positions
+                .as_ref()
+                .and_then(|l| l.find_partition(topic, p))
+                .and_then(|e| e.offset().to_raw());
+            let next = next.unwrap_or(low).max(fetched.unwrap_or(i64::MIN));
+            consumer.context().metrics.set_lag(p, (high - next).max(0));
         }
     }
 }

@@ -116,7 +116,10 @@ pub fn create_producer(
         .set("acks", "all")
         .set("transactional.id", transactional_id)
         .set("transaction.timeout.ms", txn_timeout.to_string())
-        .set("message.timeout.ms", delivery_timeout_ms.max(1000).to_string());
+        .set(
+            "message.timeout.ms",
+            delivery_timeout_ms.max(1000).to_string(),
+        );
     if cfg.get("linger.ms").is_none() {
         cfg.set("linger.ms", "5");
     }
@@ -275,7 +278,13 @@ pub async fn create_topic(
             .await
             .expect("metadata")?;
         if info.is_some_and(|i| i.partitions == partitions) {
-            tracing::info!(topic, partitions, replication_factor = factor, min_insync_replicas = min_insync, "created topic");
+            tracing::info!(
+                topic,
+                partitions,
+                replication_factor = factor,
+                min_insync_replicas = min_insync,
+                "created topic"
+            );
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -287,15 +296,33 @@ pub async fn create_topic(
     }
 }
 
+/// The readers' client context: the end of a partition is what they wait for, not an error
+/// (librdkafka also reports it as a client-wide error, which the default context logs).
+pub struct ReaderContext;
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::warn!(error = %error, reason, "Kafka client error (retrying)");
+        }
+    }
+}
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
+type Reader = BaseConsumer<ReaderContext>;
+
 /// A consumer that reads committed records only, assigned by hand (no group).
-fn reader(brokers: &str, extra: &[String], what: &str) -> Result<BaseConsumer> {
+fn reader(brokers: &str, extra: &[String], what: &str) -> Result<Reader> {
     let mut cfg = kafka_client_config(brokers, extra)?;
     cfg.set("group.id", "rtis-reader")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
+        // these reads run at start-up and wait for the end of a partition: do not let each
+        // empty fetch wait the default 500 ms
+        .set("fetch.wait.max.ms", "20")
         .set("isolation.level", "read_committed");
-    cfg.create()
+    cfg.create_with_context(ReaderContext)
         .map_err(|e| Error::kafka(format!("creating the {what}"), e))
 }
 
@@ -308,9 +335,22 @@ pub fn read_to_end(
     partition: i32,
     from: Offset,
     timeout: Duration,
-    mut f: impl FnMut(&BorrowedMessage<'_>),
+    f: impl FnMut(&BorrowedMessage<'_>),
 ) -> Result<()> {
     let c = reader(brokers, extra, &format!("reader of {topic}"))?;
+    read_range(&c, brokers, topic, partition, from, timeout, f)
+}
+
+/// [`read_to_end`] on a reader the caller keeps (one client for several reads).
+fn read_range(
+    c: &Reader,
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    from: Offset,
+    timeout: Duration,
+    mut f: impl FnMut(&BorrowedMessage<'_>),
+) -> Result<()> {
     let (low, high) = c
         .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
         .map_err(|e| {
@@ -387,7 +427,8 @@ fn header(m: &BorrowedMessage<'_>, name: &str) -> Option<String> {
 /// Reads the last committed record of every partition of `topic` (`None`: no committed record).
 ///
 /// Transaction markers and aborted records occupy offsets, so the last record is searched for
-/// in windows growing back from the end. Blocking.
+/// in windows growing back from the end; all partitions are read at once, on one client.
+/// Blocking.
 pub fn read_partition_tails(
     brokers: &str,
     extra: &[String],
@@ -396,6 +437,8 @@ pub fn read_partition_tails(
 ) -> Result<Vec<Option<Tail>>> {
     let c = reader(brokers, extra, "tail reader")?;
     let mut tails = vec![None; partitions as usize];
+    // per partition: (low watermark, end of the window still to search)
+    let mut open: HashMap<i32, (i64, i64)> = HashMap::new();
     for p in 0..partitions {
         let (low, high) = c
             .fetch_watermarks(topic, p, METADATA_TIMEOUT)
@@ -404,33 +447,61 @@ pub fn read_partition_tails(
                     "reading the end offset of {topic}/{p} from {brokers}: {e}"
                 ))
             })?;
-        let mut window = 64i64;
-        let mut end = high;
-        while end > low && tails[p as usize].is_none() {
-            let start = (end - window).max(low);
-            let mut last = None;
-            read_to_end(
-                brokers,
-                extra,
-                topic,
-                p,
-                Offset::Offset(start),
-                Duration::from_secs(30),
-                |m| {
-                    if m.offset() < end {
-                        last = Some(Tail {
-                            offset: m.offset(),
-                            pos: header(m, POS_HEADER).and_then(|s| s.parse().ok()),
-                            writer: header(m, WRITER_HEADER),
-                            source: header(m, SOURCE_HEADER),
-                        });
-                    }
-                },
-            )?;
-            tails[p as usize] = last;
-            end = start;
-            window = window.saturating_mul(8);
+        if high > low {
+            open.insert(p, (low, high));
         }
+    }
+    let mut window = 64i64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !open.is_empty() {
+        let mut tpl = TopicPartitionList::new();
+        let mut starts = HashMap::new();
+        for (&p, &(low, end)) in &open {
+            let start = (end - window).max(low);
+            starts.insert(p, start);
+            tpl.add_partition_offset(topic, p, Offset::Offset(start))
+                .map_err(|e| Error::kafka(format!("assigning {topic}/{p}"), e))?;
+        }
+        c.assign(&tpl)
+            .map_err(|e| Error::kafka(format!("assigning {topic}"), e))?;
+        let mut reading: std::collections::HashSet<i32> = open.keys().copied().collect();
+        let mut last_error = None;
+        while !reading.is_empty() {
+            if Instant::now() > deadline {
+                return Err(Error::BrokerUnavailable(format!(
+                    "could not read the ends of {topic} (partitions {reading:?}) from {brokers} within 60s{}",
+                    last_error.map_or(String::new(), |e: KafkaError| format!(" (last error: {e})"))
+                )));
+            }
+            match c.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    reading.remove(&p);
+                }
+                Some(Err(e)) if !permanent(&e) => last_error = Some(e),
+                Some(Err(e)) => return Err(Error::kafka(format!("reading {topic}"), e)),
+                Some(Ok(m)) => {
+                    let p = m.partition();
+                    if let Some(&(_, end)) = open.get(&p) {
+                        if m.offset() < end {
+                            tails[p as usize] = Some(Tail {
+                                offset: m.offset(),
+                                pos: header(&m, POS_HEADER).and_then(|s| s.parse().ok()),
+                                writer: header(&m, WRITER_HEADER),
+                                source: header(&m, SOURCE_HEADER),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        // partitions whose window held only markers or aborted records: search further back
+        open.retain(|p, (low, end)| {
+            let start = starts[p];
+            *end = start;
+            tails[*p as usize].is_none() && start > *low
+        });
+        window = window.saturating_mul(8);
     }
     Ok(tails)
 }

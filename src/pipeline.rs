@@ -23,8 +23,8 @@ use crate::config::SnapshotMode;
 use crate::error::{chain, Error, Result};
 use crate::kafka;
 use crate::metrics::{ProducerMetrics, ProducerRegistry};
-use crate::preflight;
 use crate::position::SourcePos;
+use crate::preflight;
 use crate::replication::{Ack, Streamer};
 use crate::sink::{Sink, SinkNames};
 use crate::snapshot;
@@ -133,7 +133,10 @@ async fn run_inner(
     let mut failures = 0u32;
     let result = loop {
         let started = Instant::now();
-        let res = session(cfg, &opts, &facts, &mut state, &writer, &last_tx, &mut stop, metrics).await;
+        let res = session(
+            cfg, &opts, &facts, &mut state, &writer, &last_tx, &mut stop, metrics,
+        )
+        .await;
         if let Some(cp) = last_rx.borrow().clone() {
             state.stored = Some(cp);
         }
@@ -217,14 +220,24 @@ async fn ensure_topics(cfg: &ProducerConfig) -> Result<()> {
         (format!("{}-schemas", cfg.topic), vec![]),
         (
             crate::sink::checkpoint_topic(&cfg.topic),
-            vec![("segment.bytes", "8388608"), ("min.cleanable.dirty.ratio", "0.1")],
+            vec![
+                ("segment.bytes", "8388608"),
+                ("min.cleanable.dirty.ratio", "0.1"),
+            ],
         ),
     ] {
         if info(topic.clone()).await?.is_none() {
             let mut config = vec![("cleanup.policy", "compact")];
             config.extend(extra);
-            kafka::create_topic(&cfg.brokers, &cfg.kafka_options, &topic, 1, replication, &config)
-                .await?;
+            kafka::create_topic(
+                &cfg.brokers,
+                &cfg.kafka_options,
+                &topic,
+                1,
+                replication,
+                &config,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -291,6 +304,7 @@ async fn session(
         connector: cfg.connector_name(),
         topic: cfg.topic.clone(),
         source: facts.source.to_string(),
+        binlog_base: facts.binlog_base.clone(),
     };
     // the transactional producer first: initialising it fences every earlier producer of this
     // connector and aborts its open transaction, so what is read below is final
@@ -306,9 +320,15 @@ async fn session(
     let delivery_timeout = Duration::from_millis(cfg.delivery_timeout_ms.max(1));
     let mut sink = Sink::new(producer, names.clone(), ack_tx, delivery_timeout);
     sink.metrics = metrics.clone();
+    sink.max_records = cfg.max_transaction_records;
+    let t0 = std::time::Instant::now();
     sink.init(delivery_timeout.max(Duration::from_secs(10)))
         .await
         .map_err(&fenced)?;
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "transactions initialised; any earlier writer is fenced"
+    );
 
     let (brokers, extra, topic) = (
         cfg.brokers.clone(),
@@ -330,6 +350,10 @@ async fn session(
     })
     .await
     .expect("topic reader")?;
+    tracing::debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "checkpoint and partition tails read"
+    );
     let topic_cp = topic_cp
         .map(|bytes| {
             Checkpoint::from_json(&bytes).map_err(|e| {
@@ -458,6 +482,8 @@ async fn session(
     let start = start_cp.position.clone();
     tracing::info!(start = %start, connector = %names.connector, skip_up_to = ?skip_up_to.map(|p| p.to_string()), partitions, "session starting");
 
+    // a session resumed inside a large source transaction part-commits from where it starts
+    sink.resume_from(start_cp.clone());
     let last_updated = start_cp.last_updated_us;
     let mut streamer = Streamer::new(
         opts.clone(),
@@ -509,6 +535,7 @@ async fn session(
         last,
         &cfg.topic,
         &cfg.kafka_options,
+        facts.binlog_base.as_deref(),
         cfg.delivery_timeout_ms.max(1),
         metrics,
     );
@@ -542,8 +569,15 @@ async fn session(
 /// Refuses a topic whose last records another connector or source wrote (their positions
 /// cannot be compared with this connector's), and a topic holding this connector's records
 /// without its checkpoint.
-fn check_tails(names: &SinkNames, tails: &[Option<kafka::Tail>], has_checkpoint: bool) -> Result<()> {
-    let expected = format!("connector {:?} from source {}", names.connector, names.source);
+fn check_tails(
+    names: &SinkNames,
+    tails: &[Option<kafka::Tail>],
+    has_checkpoint: bool,
+) -> Result<()> {
+    let expected = format!(
+        "connector {:?} from source {}",
+        names.connector, names.source
+    );
     for (p, tail) in tails.iter().enumerate() {
         let Some(t) = tail else { continue };
         let found = match (&t.writer, &t.source) {
@@ -559,7 +593,8 @@ fn check_tails(names: &SinkNames, tails: &[Option<kafka::Tail>], has_checkpoint:
                 continue;
             }
             (Some(w), Some(s)) => format!("connector {w:?} from source {s}"),
-            _ => "a writer that is not this version of rtis (no rtis.writer/rtis.source headers)".to_string(),
+            _ => "a writer that is not this version of rtis (no rtis.writer/rtis.source headers)"
+                .to_string(),
         };
         return Err(Error::ForeignWriter {
             topic: names.topic.clone(),
@@ -611,6 +646,7 @@ async fn track_acks(
     last: &watch::Sender<Option<Checkpoint>>,
     topic: &str,
     kafka_options: &[String],
+    binlog_base: Option<&str>,
     delivery_timeout_ms: u64,
     metrics: &ProducerMetrics,
 ) -> Result<()> {
@@ -651,7 +687,7 @@ async fn track_acks(
                         // refused by the broker: definite, never skipped
                         return Err(Error::RecordTooLarge {
                             what: format!("{topic} partition {partition}"),
-                            position: format!("file #{} offset {}", pos.file_seq, pos.pos),
+                            position: crate::position::describe(binlog_base, &pos),
                             record: pos.to_string(),
                             size,
                             limit: format!(

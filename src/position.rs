@@ -98,6 +98,14 @@ pub struct SourcePos {
     pub sub: u8,
 }
 
+/// A record position for people: `mysql-bin.000042:1234` when the files' base name is known.
+pub fn describe(binlog_base: Option<&str>, pos: &SourcePos) -> String {
+    match binlog_base {
+        Some(base) => format!("{base}.{:06}:{}", pos.file_seq, pos.pos),
+        None => format!("file #{} offset {}", pos.file_seq, pos.pos),
+    }
+}
+
 impl fmt::Display for SourcePos {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

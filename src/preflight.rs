@@ -24,6 +24,8 @@ pub struct SourceFacts {
     pub key_names: Vec<String>,
     /// Index of the `--timestamp-column` in the schema.
     pub timestamp_column: usize,
+    /// The binlog files' name before the numeric suffix (`mysql-bin`), to name positions.
+    pub binlog_base: Option<String>,
 }
 
 /// Builds connection options from the URL and the separate password, with a bounded connect.
@@ -191,6 +193,7 @@ pub async fn check_source(
             "log_bin_compress",
             "encrypt_binlog",
             "binlog_transaction_compression",
+            "log_bin_basename",
         ],
     )
     .await?;
@@ -337,5 +340,10 @@ pub async fn check_source(
         collations,
         key_names,
         timestamp_column,
+        binlog_base: vars
+            .get("log_bin_basename")
+            .and_then(|p| p.rsplit('/').next())
+            .filter(|b| !b.is_empty())
+            .map(str::to_string),
     })
 }

@@ -31,10 +31,10 @@ use crate::avro::{self, SourceInfo, WriterSchema};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::kafka::partition_for;
-use crate::sink::Sink;
 use crate::position::{file_seq, BinlogPosition, SourcePos};
 use crate::preflight::{self, SourceFacts};
 use crate::schema::TableSchema;
+use crate::sink::Sink;
 use crate::value::{convert, Datum};
 
 /// Writer schemas and table schema prepared once per distinct TABLE_MAP.

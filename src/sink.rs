@@ -13,8 +13,9 @@
 //!   resumes from it; there is nothing to skip and nothing to guess from partition tails.
 //! * Transactions end at source-transaction boundaries (XID, COMMIT, DDL, a snapshot chunk),
 //!   so readers see a source transaction whole. A source transaction too large for one Kafka
-//!   transaction ([`FORCE_RECORDS`] records or [`FORCE_AGE`]) is committed in parts, each with
-//!   a checkpoint that says how far into it the topic goes (`resume_after`).
+//!   transaction (`--max-transaction-records` records, [`FORCE_RECORDS`] by default, or
+//!   [`FORCE_AGE`]) is committed in parts, each with a checkpoint that says how far into it the
+//!   topic goes (`resume_after`).
 //! * The SQLite state file is written after the commit, from the acknowledgement tracker; it
 //!   lags the topic by at most the commit in flight and is only the fast path for `status`.
 //!
@@ -45,7 +46,8 @@ pub const COMMIT_AGE: Duration = Duration::from_millis(100);
 pub const COMMIT_RECORDS: usize = 20_000;
 /// Commit inside a source transaction once the open transaction is this old.
 pub const FORCE_AGE: Duration = Duration::from_secs(5);
-/// Commit inside a source transaction once the open transaction holds this many records.
+/// Commit inside a source transaction once the open transaction holds this many records
+/// (default of `--max-transaction-records`).
 pub const FORCE_RECORDS: usize = 200_000;
 /// A checkpoint with no records behind it is committed at most this often.
 pub const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -75,6 +77,8 @@ pub struct SinkNames {
     pub topic: String,
     /// `rtis.source` header value of every record.
     pub source: String,
+    /// The source's binlog base name, to name positions in errors.
+    pub binlog_base: Option<String>,
 }
 
 impl SinkNames {
@@ -139,6 +143,8 @@ pub struct Sink {
     last_commit: Instant,
     /// Records sent (stats).
     pub records: u64,
+    /// Part-commit threshold inside one source transaction (`--max-transaction-records`).
+    pub max_records: usize,
     pub metrics: Arc<crate::metrics::ProducerMetrics>,
 }
 
@@ -174,6 +180,7 @@ impl Sink {
             last_pos: None,
             last_commit: Instant::now(),
             records: 0,
+            max_records: FORCE_RECORDS,
             metrics: Arc::default(),
         }
     }
@@ -301,7 +308,10 @@ impl Sink {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
                     return Err(Error::RecordTooLarge {
                         what: what.to_string(),
-                        position: format!("file #{} offset {}", pos.file_seq, pos.pos),
+                        position: crate::position::describe(
+                            self.names.binlog_base.as_deref(),
+                            &pos,
+                        ),
                         record: pos.to_string(),
                         size,
                         limit: max_message_bytes.to_string(),
@@ -352,6 +362,14 @@ impl Sink {
         Ok(())
     }
 
+    /// The checkpoint the session starts from (already committed): the base of part-commits
+    /// until the first boundary.
+    pub fn resume_from(&mut self, cp: Checkpoint) {
+        if self.base.is_none() {
+            self.base = Some(cp);
+        }
+    }
+
     /// Makes `cp` durable now (in a transaction of its own if nothing is open): the first
     /// checkpoint of a snapshot or of a stream that starts at the binlog's end.
     pub async fn commit_now(&mut self, cp: Checkpoint) -> Result<()> {
@@ -379,7 +397,7 @@ impl Sink {
             && self
                 .txn
                 .as_ref()
-                .is_some_and(|t| t.records >= FORCE_RECORDS || t.started.elapsed() >= FORCE_AGE);
+                .is_some_and(|t| t.records >= self.max_records || t.started.elapsed() >= FORCE_AGE);
         if !over {
             return Ok(());
         }

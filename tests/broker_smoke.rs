@@ -100,7 +100,9 @@ async fn single_node_transactions_fencing_tails_and_kill9() {
         blocking(move || kafka::read_partition_tails(&b, &[], &t, 3).unwrap()).await
     };
     for (i, t) in tails.iter().enumerate() {
-        let t = t.as_ref().unwrap_or_else(|| panic!("partition {i}: no tail"));
+        let t = t
+            .as_ref()
+            .unwrap_or_else(|| panic!("partition {i}: no tail"));
         assert_eq!(t.offset, 9, "partition {i}: the last committed record");
         assert_eq!(t.writer.as_deref(), Some("committed"));
     }
@@ -136,7 +138,11 @@ async fn single_node_transactions_fencing_tails_and_kill9() {
         let (b, t) = (bs.clone(), topic.clone());
         blocking(move || kafka::count_committed(&b, &[], &t).unwrap()).await
     };
-    assert_eq!(counts, vec![12, 10, 10], "nothing of the zombie's transaction");
+    assert_eq!(
+        counts,
+        vec![12, 10, 10],
+        "nothing of the zombie's transaction"
+    );
 
     // durability: kill -9 and restart, the committed records are still there
     blocking(move || {
@@ -203,7 +209,10 @@ async fn three_node_cluster_replicates_and_survives_the_leader_kill9() {
             if isr == Some(3) {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "ISR back to 3: {isr:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ISR back to 3: {isr:?}"
+            );
             std::thread::sleep(Duration::from_millis(300));
         }
     })

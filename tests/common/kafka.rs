@@ -84,7 +84,9 @@ pub fn spawn_owned(mut cmd: Command) -> Child {
     let (reply, rx) = mpsc::channel();
     cmd.stdin(Stdio::null());
     tx.lock().unwrap().send((cmd, reply)).expect("spawner");
-    rx.recv().expect("spawner").expect("spawning a test service")
+    rx.recv()
+        .expect("spawner")
+        .expect("spawning a test service")
 }
 
 const LOG4J: &str = "status = warn
@@ -306,7 +308,9 @@ num.recovery.threads.per.data.dir=1
                 let mut cmd = Command::new(java());
                 cmd.arg("-cp")
                     .arg(format!("{}/*", lib.display()))
-                    .args(["kafka.tools.StorageTool", "format", "-g", "-t", &cluster_id])
+                    // `=` form: a random cluster id may start with '-'
+                    .args(["kafka.tools.StorageTool", "format", "--ignore-formatted"])
+                    .arg(format!("--cluster-id={cluster_id}"))
                     .arg("-c")
                     .arg(node.dir.join("server.properties"))
                     .stdout(Stdio::piped())
@@ -501,6 +505,7 @@ impl TopicCounter {
                 .set("group.id", "rtis-test-counter")
                 .set("enable.auto.commit", "false")
                 .set("enable.partition.eof", "true")
+                .set("fetch.wait.max.ms", "10")
                 .set("isolation.level", "read_committed")
                 .create()
                 .unwrap();

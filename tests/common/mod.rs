@@ -152,7 +152,11 @@ pub fn spawn_producer(
             .env("RTIS_STATE", state)
             .env("RTIS_SERVER_ID", "7777")
             .env("RTIS_HEARTBEAT_SECS", "1")
-            .env("RUST_LOG", "info,rdkafka=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("RTIS_TEST_PRODUCER_LOG")
+                    .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
@@ -405,7 +409,11 @@ pub async fn records_at_least(bootstrap: &str, topic: &str, min: i64, timeout: D
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + timeout;
         let mut counter = loop {
-            if rtis::kafka::partition_count(&bs, &[], &t).ok().flatten().is_some() {
+            if rtis::kafka::partition_count(&bs, &[], &t)
+                .ok()
+                .flatten()
+                .is_some()
+            {
                 break kafka::TopicCounter::new(&bs, &t);
             }
             assert!(Instant::now() < deadline, "topic {t} never appeared");
@@ -440,7 +448,10 @@ pub async fn record_count(bootstrap: &str, topic: &str) -> i64 {
 pub async fn committed_offsets(bootstrap: &str, topic: &str) -> Vec<Vec<i64>> {
     let (bs, t) = (bootstrap.to_string(), topic.to_string());
     tokio::task::spawn_blocking(move || {
-        if rtis::kafka::partition_count(&bs, &[], &t).unwrap().is_none() {
+        if rtis::kafka::partition_count(&bs, &[], &t)
+            .unwrap()
+            .is_none()
+        {
             return Vec::new();
         }
         let mut c = kafka::TopicCounter::new(&bs, &t);
@@ -464,11 +475,20 @@ pub async fn end_offsets(bootstrap: &str, topic: &str) -> Vec<i64> {
             .set("group.id", "rtis-test-watermarks")
             .create()
             .unwrap();
+        // a topic just created may not have elected its leaders yet: retry for a bounded time
         (0..n)
             .map(|p| {
-                c.fetch_watermarks(&t, p, Duration::from_secs(20))
-                    .unwrap()
-                    .1
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    match c.fetch_watermarks(&t, p, Duration::from_secs(10)) {
+                        Ok((_, high)) => break high,
+                        Err(e) if Instant::now() < deadline => {
+                            eprintln!("watermarks of {t}/{p}: {e}; retrying");
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        Err(e) => panic!("watermarks of {t}/{p}: {e}"),
+                    }
+                }
             })
             .collect()
     })
@@ -531,7 +551,12 @@ pub fn read_lines(dir: &Path) -> Vec<serde_json::Value> {
         let Ok(text) = std::fs::read_to_string(e.path()) else {
             continue;
         };
-        for l in text.lines().filter(|l| !l.is_empty()) {
+        // a consumer still running may be mid-way through a line: only whole lines count
+        let whole = match text.rfind('\n') {
+            Some(end) => &text[..end],
+            None => "",
+        };
+        for l in whole.lines().filter(|l| !l.is_empty()) {
             out.push(
                 serde_json::from_str::<serde_json::Value>(l)
                     .unwrap_or_else(|err| panic!("bad line in {}: {err}: {l}", e.path().display())),
@@ -573,6 +598,7 @@ pub fn producer_config(
         max_retries: 0,
         kafka_options: vec![],
         max_in_flight: 10_000,
+        max_transaction_records: rtis::sink::FORCE_RECORDS,
         log_format: rtis::config::LogFormat::Text,
         snapshot: rtis::config::SnapshotMode::Initial,
         since: None,
