@@ -411,9 +411,10 @@ async fn session(
     let mut start = start_cp.clone();
     let plan = match start_cp {
         Some(cp) if cp.snapshot.is_some() && !purged(&cp) => {
-            // resume the interrupted snapshot from its cursor, anchored where it began
-            let (conn, _) = snapshot::open_consistent(opts, facts.mariadb).await?;
-            Some((conn, cp, false))
+            // resume the interrupted snapshot from its cursor, anchored where it began, in a
+            // new read view (reconciled with the binlog in between: see `snapshot`)
+            let (conn, view) = snapshot::open_consistent(opts, facts.mariadb).await?;
+            Some((conn, cp, Some(view)))
         }
         Some(cp) if cp.snapshot.is_some() => {
             if cfg.snapshot != SnapshotMode::WhenNeeded {
@@ -423,12 +424,13 @@ async fn session(
             let since = cp.snapshot.as_ref().and_then(|s| s.since_us);
             let only = cp.snapshot.as_ref().is_some_and(|s| s.only);
             let (conn, cp) = fresh_snapshot(since, only, Some(&cp)).await?;
-            Some((conn, cp, true))
+            Some((conn, cp, None))
         }
         Some(cp) if !purged(&cp) => {
             if only {
                 return Err(Error::Config(format!(
-                    "--snapshot snapshot-only: connector {:?} already streams into {} (its checkpoint is {}); a                      one-time backfill needs a topic of its own (--topic) and its own --state file",
+                    "--snapshot snapshot-only: connector {:?} already streams into {} (its checkpoint is {}); \
+                     a one-time backfill needs a topic of its own (--topic) and its own --state file",
                     names.connector, cfg.topic, cp.position
                 )));
             }
@@ -447,7 +449,7 @@ async fn session(
                  Rows deleted while the binlog was lost cannot be seen this way and get no delete record"
             );
             let (conn, cp) = fresh_snapshot(since, false, Some(&cp)).await?;
-            Some((conn, cp, true))
+            Some((conn, cp, None))
         }
         None if cfg.snapshot == SnapshotMode::Never => {
             // stream from the current end, and make that durable right away so a crash before
@@ -465,18 +467,18 @@ async fn session(
         None => {
             let since = if only { cfg.since_us()? } else { None };
             let (conn, cp) = fresh_snapshot(since, only, None).await?;
-            Some((conn, cp, true))
+            Some((conn, cp, None))
         }
     };
     let mut snapshot_plan = None;
-    if let Some((conn, cp, fresh)) = plan {
-        if fresh {
+    if let Some((conn, cp, view)) = plan {
+        if view.is_none() {
             // the anchor is durable before the first row is read
             sink.commit_now(cp.clone()).await.map_err(&fenced)?;
             resume.snapshot_requested = false;
         }
         start = Some(cp.clone());
-        snapshot_plan = Some((conn, cp));
+        snapshot_plan = Some((conn, cp, view));
     }
     let start_cp = start.expect("a start position");
     let start = start_cp.position.clone();
@@ -504,13 +506,28 @@ async fn session(
     streamer.max_message_bytes = kafka::message_max_bytes(&cfg.kafka_options);
     let reader = async {
         let r = async {
-            if let Some((conn, cp)) = snapshot_plan {
+            if let Some((conn, cp, view)) = snapshot_plan {
                 let only = cp.snapshot.as_ref().is_some_and(|s| s.only);
+                // a resumed snapshot reads in a newer view than its anchor: the rows changed
+                // in between are taken as they were at the anchor, from the binlog
+                let changed = match &view {
+                    Some(view) => {
+                        match streamer.changed_between(&cp.position, view, stop).await? {
+                            Some(changed) => changed,
+                            None => return Ok(()), // stopped; nothing was sent
+                        }
+                    }
+                    None => Default::default(),
+                };
+                if let Some(view) = &view {
+                    tracing::info!(anchor = %cp.position, view = %view, keys_changed = changed.len(), "resuming the snapshot in a new read view; rows changed since the anchor are taken from the binlog");
+                }
                 let done = snapshot::run(
                     &mut streamer,
                     conn,
                     facts,
                     cp,
+                    changed,
                     cfg.snapshot_chunk,
                     cfg.snapshot_max_rows_per_sec,
                     stop,
@@ -529,13 +546,13 @@ async fn session(
         drop(streamer); // closes the ack queue: the tracker drains what is in flight
         (r, stats)
     };
+    let max_message_bytes = kafka::message_max_bytes(&cfg.kafka_options);
     let tracker = track_acks(
         ack_rx,
         writer,
         last,
-        &cfg.topic,
-        &cfg.kafka_options,
-        facts.binlog_base.as_deref(),
+        &names,
+        &max_message_bytes,
         cfg.delivery_timeout_ms.max(1),
         metrics,
     );
@@ -581,10 +598,14 @@ fn check_tails(
     for (p, tail) in tails.iter().enumerate() {
         let Some(t) = tail else { continue };
         let found = match (&t.writer, &t.source) {
-            (Some(w), Some(s)) if *w == names.connector && *s == names.source => {
+            // this connector's: its source is checked against the checkpoint (check_source,
+            // which names the recovery)
+            (Some(w), Some(_)) if *w == names.connector => {
                 if !has_checkpoint {
                     return Err(Error::Preflight(format!(
-                        "topic {} partition {p} holds records of connector {:?}, but {} holds no checkpoint of it                          (deleted or recreated?): rtis cannot tell what the topic holds. Restore that topic, or                          start over with a new topic and state file",
+                        "topic {} partition {p} holds records of connector {:?}, but {} holds no \
+                         checkpoint of it (deleted or recreated?): rtis cannot tell what the topic \
+                         holds. Restore that topic, or start over with a new topic and state file",
                         names.topic,
                         names.connector,
                         crate::sink::checkpoint_topic(&names.topic)
@@ -644,12 +665,12 @@ async fn track_acks(
     mut rx: mpsc::Receiver<Ack>,
     writer: &CheckpointWriter,
     last: &watch::Sender<Option<Checkpoint>>,
-    topic: &str,
-    kafka_options: &[String],
-    binlog_base: Option<&str>,
+    names: &SinkNames,
+    max_message_bytes: &str,
     delivery_timeout_ms: u64,
     metrics: &ProducerMetrics,
 ) -> Result<()> {
+    let (topic, binlog_base) = (&names.topic, names.binlog_base.as_deref());
     let mut logged = Instant::now();
     let mut acked = 0u64;
     while let Some(a) = rx.recv().await {
@@ -692,7 +713,7 @@ async fn track_acks(
                             size,
                             limit: format!(
                                 "{} here; the broker refused it: {e}",
-                                kafka::message_max_bytes(kafka_options)
+                                max_message_bytes
                             ),
                         });
                     }

@@ -100,6 +100,17 @@ pub struct Streamer<'a> {
     last_ddl: Option<(String, String)>,
     buf: Vec<u8>,
     key_buf: Vec<u8>,
+    /// Set while scanning instead of emitting (see [`Streamer::changed_between`]).
+    scan: Option<Scan>,
+}
+
+/// What a scan of the binlog between a snapshot's anchor and a later read view collects.
+struct Scan {
+    until: BinlogPosition,
+    /// Per primary key changed in between: its row at the anchor (the first change's before
+    /// image), or `None` when it did not exist then.
+    first: HashMap<i128, Option<Vec<Datum>>>,
+    done: bool,
 }
 
 fn now_ms() -> i64 {
@@ -200,7 +211,36 @@ impl<'a> Streamer<'a> {
             last_ddl: None,
             buf: Vec::with_capacity(512),
             key_buf: Vec::with_capacity(32),
+            scan: None,
         }
+    }
+
+    /// Reads the binlog from `from` (a snapshot's anchor) to `until` (the position of a newer
+    /// consistent read view) without emitting anything, and returns every primary key of the
+    /// table changed in between with its row as it was at `from` (`None`: it did not exist).
+    /// A snapshot resumed in a new view uses it to emit exactly the rows of the anchor.
+    pub async fn changed_between(
+        &mut self,
+        from: &BinlogPosition,
+        until: &BinlogPosition,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<HashMap<i128, Option<Vec<Datum>>>>> {
+        if until <= from {
+            return Ok(Some(HashMap::new()));
+        }
+        self.scan = Some(Scan {
+            until: until.clone(),
+            first: HashMap::new(),
+            done: false,
+        });
+        let res = self.run(from, shutdown).await;
+        let scan = self.scan.take().expect("scan state");
+        // state of the scan's stream must not leak into the streaming that follows
+        self.tables.clear();
+        self.in_txn = false;
+        self.checksum_verified = false;
+        res?;
+        Ok(scan.done.then_some(scan.first))
     }
 
     fn here(&self, pos: u64) -> String {
@@ -249,6 +289,9 @@ impl<'a> Streamer<'a> {
             let next = tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
+                    if self.scan.is_some() {
+                        return Ok(()); // nothing was sent
+                    }
                     // what is complete is committed; a transaction cut off mid-way is committed
                     // up to its last record (the checkpoint says where inside it to resume)
                     self.sink.finish(self.in_txn).await?;
@@ -299,6 +342,9 @@ impl<'a> Streamer<'a> {
             events_since_tick += 1;
             let tme = |id: u64| stream.get_tme(id);
             self.handle(&ev, tme).await?;
+            if self.scan.as_ref().is_some_and(|s| s.done) {
+                return Ok(());
+            }
         }
     }
 
@@ -341,6 +387,14 @@ impl<'a> Streamer<'a> {
         let ty = hdr.event_type_raw();
         // 27 = HEARTBEAT: the source has nothing newer
         self.metrics.contact(ty == 27);
+        if ty == 27 {
+            if let Some(scan) = &mut self.scan {
+                // caught up with the source: a scan's end is never beyond it
+                if BinlogPosition::new(self.file.clone(), hdr.log_pos() as u64) >= scan.until {
+                    scan.done = true;
+                }
+            }
+        }
         let log_pos = hdr.log_pos() as u64;
         let ts_ms = hdr.timestamp() as i64 * 1000;
         let bad = |this: &Self, e: std::io::Error| Error::Binlog {
@@ -577,6 +631,12 @@ impl<'a> Streamer<'a> {
     /// A transaction boundary: the next transaction starts at `position`.
     async fn commit(&mut self, position: BinlogPosition, ts_ms: i64) -> Result<()> {
         self.in_txn = false;
+        if let Some(scan) = &mut self.scan {
+            if position >= scan.until {
+                scan.done = true;
+            }
+            return Ok(());
+        }
         self.stats.transactions += 1;
         let cp = Checkpoint {
             gtid: self.gtid.clone(),
@@ -597,6 +657,35 @@ impl<'a> Streamer<'a> {
         pos: SourcePos,
         ts_ms: i64,
     ) -> Result<()> {
+        if let Some(scan) = &mut self.scan {
+            if !crate::schema::describe_changes(&self.facts.schema, &p.table).is_empty() {
+                return Err(Error::Schema(format!(
+                    "`{}`.`{}` changed while the snapshot was interrupted (at {}): its rows at the \
+                     snapshot's start cannot be rebuilt. Start over with a new --state file and topic \
+                     (a fresh snapshot)",
+                    p.table.db,
+                    p.table.table,
+                    self.file
+                )));
+            }
+            let key = p.table.key[0];
+            let id = |row: &[Datum]| match row[key] {
+                Datum::Int(i) => Some(i as i128),
+                Datum::UInt(u) => Some(u as i128),
+                _ => None,
+            };
+            if let Some(b) = &before {
+                if let Some(k) = id(b) {
+                    scan.first.entry(k).or_insert_with(|| Some(b.clone()));
+                }
+            }
+            if let Some(a) = &after {
+                if let Some(k) = id(a) {
+                    scan.first.entry(k).or_insert(None);
+                }
+            }
+            return Ok(());
+        }
         if let Some(row) = after.as_deref() {
             self.note_timestamp(p, row);
         }
@@ -645,12 +734,8 @@ impl<'a> Streamer<'a> {
 
     /// Emits one snapshot row (op `r`).
     ///
-    /// Snapshot rows all carry the snapshot's anchor position; they are ordered by their sort
-    /// key `(last_updated, id)` instead, which is also the order they are read in. A row is
-    /// already in the topic when its partition's last record is a snapshot row of the same
-    /// anchor with a sort key at or above this one. (A row that changed since the snapshot
-    /// started may be read again under a new sort key: that is its newer value, and its binlog
-    /// change follows anyway.)
+    /// Snapshot rows all carry the snapshot's anchor position, with `row` = their sequence
+    /// number in the snapshot; they are emitted in the anchor's `(last_updated, id)` order.
     pub async fn emit_snapshot_row(
         &mut self,
         p: &Prepared,

@@ -9,14 +9,23 @@
 //!   at the anchor, so every later change arrives from the binlog — including deletes.
 //! * All snapshot rows are emitted before any binlog change, so no snapshot row can follow (and
 //!   overwrite) a newer binlog change of the same key.
-//! * Resuming after a crash: the cursor `(last_updated, id)` of the last acknowledged chunk is in
-//!   the checkpoint, and the anchor stays the first snapshot's. The rest is read from a new
-//!   consistent view; a row changed in between shows its newer value there and its binlog change
-//!   (after the anchor) follows, so the final state per key is exact. Each chunk's rows commit in
-//!   one Kafka transaction with the checkpoint holding the cursor after them (see
-//!   [`crate::sink`]), so the resumed snapshot starts exactly after the last committed row: none
-//!   is written twice, whichever partitions' leaders were slow when the producer died.
+//! * Resuming after a crash: the cursor `(last_updated, id)` of the last committed chunk is in
+//!   the checkpoint, and the anchor stays the first snapshot's. Each chunk's rows commit in one
+//!   Kafka transaction with the checkpoint holding the cursor after them (see [`crate::sink`]),
+//!   so the resumed snapshot starts exactly after the last committed row, whichever partitions'
+//!   leaders were slow when the producer died.
+//! * The rest is read from a new consistent view at a later position V, which shows the changes
+//!   made between the anchor A and V: a row updated there has a newer `last_updated` (it moved
+//!   behind the cursor and would be read twice), a row inserted there did not exist at A, and
+//!   a row updated or deleted there shows a value the binlog changes from A would then repeat.
+//!   So before reading, the binlog from A to V is scanned (nothing emitted) for the keys it
+//!   changes, with each key's first before image: the row as it was at A. The view's copy of
+//!   those keys is skipped, and their rows at A, where still ahead of the cursor, are emitted
+//!   in their place in A's order. Rows the view shows unchanged are as they were at A. The
+//!   records are then exactly a snapshot at A, and the stream from A follows with every change.
+//!   A crash during the resumed read resumes the same way (the scan from A covers it again).
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
@@ -128,12 +137,16 @@ fn id_param(id: i128) -> Value {
 }
 
 /// Reads the snapshot in chunks from `conn` (inside its consistent transaction) and emits every
-/// row; checkpoints after each chunk. Returns `false` if stopped before the end.
+/// row; checkpoints after each chunk. `changed`: the keys changed between the anchor and the
+/// view, with their rows at the anchor ([`Streamer::changed_between`]). Returns `false` if
+/// stopped before the end.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     streamer: &mut Streamer<'_>,
     mut conn: Conn,
     facts: &SourceFacts,
     mut cp: Checkpoint,
+    changed: HashMap<i128, Option<Vec<Datum>>>,
     chunk: u64,
     max_rows_per_sec: u64,
     stop: &watch::Receiver<bool>,
@@ -190,6 +203,26 @@ pub async fn run(
          UNION ALL (SELECT {select} FROM {table} WHERE {since_sql} AND {ts} > ? ORDER BY {ts}, {id} LIMIT {chunk})) \
          AS chunk ORDER BY {ts}, {id} LIMIT {chunk}"
     );
+    // Rows changed since the anchor (a resumed snapshot's view is newer than its anchor): the
+    // view's copy is skipped, and the row as it was at the anchor (the first change's before
+    // image) is emitted in its place in the anchor's order, if it is still ahead of the cursor.
+    // Rows the view shows unchanged are as they were at the anchor.
+    let mut restored: BTreeMap<SortKey, Vec<Datum>> = BTreeMap::new();
+    for row in changed.values().flatten() {
+        if let Some(k) = sort_key(facts, row) {
+            let ahead = state.cursor.is_none_or(|c| k > c);
+            if ahead && state.since_us.is_none_or(|s| k.ts_us >= s) {
+                restored.insert(k, row.clone());
+            }
+        }
+    }
+    if !changed.is_empty() {
+        tracing::info!(
+            keys_changed = changed.len(),
+            rows_restored = restored.len(),
+            "snapshot rows changed since the anchor are emitted as they were at the anchor"
+        );
+    }
     let started = Instant::now();
     let start_rows = state.rows;
     // a progress bar on a terminal, periodic log lines otherwise
@@ -244,11 +277,32 @@ pub async fn run(
                 position: format!("snapshot of {table}"),
                 msg: "row without a sort key".into(),
             })?;
-            streamer
-                .emit_snapshot_row(&prepared, datums, anchor, state.rows as u32, now_ms())
-                .await?;
-            state.rows += 1;
+            // restored rows that come before this one in the anchor's order
+            while let Some(entry) = restored.first_entry().filter(|e| *e.key() < key) {
+                let (k, row) = entry.remove_entry();
+                streamer
+                    .emit_snapshot_row(&prepared, row, anchor, state.rows as u32, now_ms())
+                    .await?;
+                state.rows += 1;
+                state.cursor = Some(k);
+            }
+            if !changed.contains_key(&key.id) {
+                streamer
+                    .emit_snapshot_row(&prepared, datums, anchor, state.rows as u32, now_ms())
+                    .await?;
+                state.rows += 1;
+            }
             state.cursor = Some(key);
+        }
+        if n < chunk {
+            // the view has no more rows: the restored ones left come after all of them
+            while let Some((k, row)) = restored.pop_first() {
+                streamer
+                    .emit_snapshot_row(&prepared, row, anchor, state.rows as u32, now_ms())
+                    .await?;
+                state.rows += 1;
+                state.cursor = Some(k);
+            }
         }
         cp.snapshot = Some(state.clone());
         cp.last_updated_us = streamer.last_updated_us;

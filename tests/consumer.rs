@@ -140,7 +140,7 @@ async fn env() -> Env {
     let state = tempfile::tempdir().unwrap();
     let path = state.path().join("rtis.sqlite");
     let producer =
-        InProcess::start_streaming(producer_config(&db, &shop, &broker, &topic, &path)).await;
+        InProcess::start_streaming(producer_config(&db, &shop, broker, &topic, &path)).await;
     Env {
         db,
         broker,

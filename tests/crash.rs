@@ -83,7 +83,7 @@ async fn kill9_producer_during_writes_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("rtis.sqlite");
     let log = dir.path().join("producer.log");
-    let mut child = spawn_producer(&db, &shop, &broker, &topic, &state, &log, &[]);
+    let mut child = spawn_producer(&db, &shop, broker, &topic, &state, &log, &[]);
     eventually(Duration::from_secs(60), "first checkpoint", || async {
         state.exists().then_some(())
     })
@@ -120,7 +120,7 @@ async fn kill9_producer_during_writes_loses_and_duplicates_nothing() {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
             }
             seen = sessions();
-            child = spawn_producer(&db, &shop, &broker, &topic, &state, &log, &[]);
+            child = spawn_producer(&db, &shop, broker, &topic, &state, &log, &[]);
             if i % 5 == 4 {
                 eprintln!("crash test: {} kills", i + 1);
             }

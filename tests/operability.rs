@@ -249,7 +249,7 @@ async fn status_and_reset_on_a_real_state_file() {
         .await
         .unwrap();
     let producer =
-        InProcess::start_streaming(producer_config(&db, &shop, &broker, &topic, &state)).await;
+        InProcess::start_streaming(producer_config(&db, &shop, broker, &topic, &state)).await;
     // three transactions, one GTID each
     let mut gtids = Vec::new();
     for (id, name) in [(3, "g1"), (4, "g2"), (5, "g3")] {
@@ -322,7 +322,7 @@ async fn status_and_reset_on_a_real_state_file() {
     let after = status_json(&state);
     assert_eq!(after["gtid"], gtids[0].as_str(), "{after}");
     let fresh = unique("status_fresh");
-    let producer = InProcess::start(producer_config(&db, &shop, &broker, &fresh, &state));
+    let producer = InProcess::start(producer_config(&db, &shop, broker, &fresh, &state));
     let lines = drain_topic(&broker.bootstrap(), &fresh, 2, Duration::from_secs(60)).await;
     let mut names: Vec<&str> = lines
         .iter()
@@ -345,7 +345,7 @@ async fn status_and_reset_on_a_real_state_file() {
     );
     assert_eq!(status_json(&state)["phase"], "none");
     let snap = unique("status_snap");
-    let producer = InProcess::start(producer_config(&db, &shop, &broker, &snap, &state));
+    let producer = InProcess::start(producer_config(&db, &shop, broker, &snap, &state));
     let lines = drain_topic(&broker.bootstrap(), &snap, 5, Duration::from_secs(60)).await;
     assert_eq!(lines.len(), 5);
     assert!(lines.iter().all(|l| l["op"] == "r"), "{lines:?}");
@@ -485,7 +485,7 @@ async fn several_tables_each_to_its_own_topic_with_composite_keys() {
     let dir = tempfile::tempdir().unwrap();
     let suffix = unique("mt");
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut cfg = producer_config(&db, &shop, &broker, "", &dir.path().join("rtis.sqlite"));
+    let mut cfg = producer_config(&db, &shop, broker, "", &dir.path().join("rtis.sqlite"));
     cfg.table = "product, order_line".into();
     cfg.topic = format!("{{table}}_{suffix}");
     cfg.snapshot = rtis::config::SnapshotMode::Never; // composite keys stream; the snapshot pages by one integer key

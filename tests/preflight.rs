@@ -35,7 +35,7 @@ async fn each_bad_input_gets_an_actionable_error() {
     let shop = db.create_shop().await;
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("pf");
-    let base = || producer_config(&db, &shop, &broker, &topic, &dir.path().join("rtis.sqlite"));
+    let base = || producer_config(&db, &shop, broker, &topic, &dir.path().join("rtis.sqlite"));
 
     // wrong password
     let mut c = base();
@@ -163,7 +163,7 @@ async fn binlog_off_is_refused() {
     let cfg = producer_config(
         &db,
         &shop,
-        &broker,
+        broker,
         &unique("pf"),
         &dir.path().join("rtis.sqlite"),
     );
@@ -178,7 +178,7 @@ async fn state_file_is_locked_and_its_directory_must_be_writable() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("rtis.sqlite");
     let topic = unique("lock");
-    let first = InProcess::start(producer_config(&db, &shop, &broker, &topic, &state));
+    let first = InProcess::start(producer_config(&db, &shop, broker, &topic, &state));
     eventually(
         Duration::from_secs(60),
         "first producer's checkpoint",
@@ -186,7 +186,7 @@ async fn state_file_is_locked_and_its_directory_must_be_writable() {
     )
     .await;
     let second = rtis::pipeline::run(
-        producer_config(&db, &shop, &broker, &topic, &state),
+        producer_config(&db, &shop, broker, &topic, &state),
         std::future::pending(),
     );
     let err = tokio::time::timeout(Duration::from_secs(60), second)
@@ -203,7 +203,7 @@ async fn state_file_is_locked_and_its_directory_must_be_writable() {
     let cfg = producer_config(
         &db,
         &shop,
-        &broker,
+        broker,
         &topic,
         std::path::Path::new("/proc/rtis-not-writable/rtis.sqlite"),
     );
@@ -314,13 +314,7 @@ async fn tls_to_the_source_is_turned_on_by_the_url() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let topic = unique("tls");
-    let mut cfg = producer_config(
-        &db,
-        &shop,
-        &broker,
-        &topic,
-        &dir.path().join("plain.sqlite"),
-    );
+    let mut cfg = producer_config(&db, &shop, broker, &topic, &dir.path().join("plain.sqlite"));
     cfg.snapshot = rtis::config::SnapshotMode::SnapshotOnly;
     let err = rtis::pipeline::run(cfg.clone(), std::future::pending())
         .await

@@ -125,7 +125,7 @@ async fn sql_in_records_out() {
     let producer = InProcess::start_streaming(producer_config(
         &db,
         &shop,
-        &broker,
+        broker,
         &topic,
         &state.path().join("rtis.sqlite"),
     ))
@@ -224,7 +224,7 @@ async fn latin1_text_and_schema_changes_while_streaming() {
     let producer = InProcess::start_streaming(producer_config(
         &db,
         &shop,
-        &broker,
+        broker,
         &topic,
         &state.path().join("rtis.sqlite"),
     ))

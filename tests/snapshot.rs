@@ -73,7 +73,7 @@ async fn snapshot_with_concurrent_writes_hands_over_with_no_gap() {
     fill(&db, &shop, rows).await;
     let topic = unique("snap");
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = producer_config(&db, &shop, &broker, &topic, &dir.path().join("rtis.sqlite"));
+    let mut cfg = producer_config(&db, &shop, broker, &topic, &dir.path().join("rtis.sqlite"));
     cfg.snapshot_chunk = 5_000;
     // paced, so the writes below fall inside the snapshot (about 4 s)
     cfg.snapshot_max_rows_per_sec = 25_000;
@@ -118,7 +118,7 @@ async fn snapshot_with_concurrent_writes_hands_over_with_no_gap() {
     let deadline = started + Duration::from_secs(600);
     let mut prev = -1;
     let settled = loop {
-        let n = total(&broker, &topic).await;
+        let n = total(broker, &topic).await;
         if n == prev && n >= rows as i64 {
             break n;
         }
@@ -213,22 +213,22 @@ async fn kill9_during_snapshot_and_at_handover_resumes_without_duplicates() {
         fractions.len()
     );
     for fraction in fractions {
-        let mut child = spawn_producer(&db, &shop, &broker, &topic, &state, &log, &args);
+        let mut child = spawn_producer(&db, &shop, broker, &topic, &state, &log, &args);
         let target = (rows as f64 * fraction) as i64;
         eventually(
             Duration::from_secs(180),
             &format!("{target} snapshot records"),
-            || async { (total(&broker, &topic).await >= target).then_some(()) },
+            || async { (total(broker, &topic).await >= target).then_some(()) },
         )
         .await;
         child.kill9(); // SIGKILL mid-snapshot (or right at the handover)
         eprintln!(
             "killed at {} records (target {target})",
-            total(&broker, &topic).await
+            total(broker, &topic).await
         );
     }
     let log2 = dir.path().join("producer-final.log");
-    let mut child = spawn_producer(&db, &shop, &broker, &topic, &state, &log2, &args);
+    let mut child = spawn_producer(&db, &shop, broker, &topic, &state, &log2, &args);
     // changes after the handover are streamed
     eventually(Duration::from_secs(60), "streaming", || async {
         std::fs::read_to_string(&log2)
@@ -289,7 +289,7 @@ async fn kill9_during_snapshot_and_at_handover_resumes_without_duplicates() {
         .unwrap();
     assert_eq!(r5["after"], u5["before"]);
     assert_eq!(
-        schema_fingerprints(&broker, &format!("{topic}-schemas"))
+        schema_fingerprints(broker, &format!("{topic}-schemas"))
             .await
             .len(),
         2
@@ -333,7 +333,7 @@ async fn snapshot_only_since_emits_exactly_the_selected_rows_and_exits_zero() {
     let mut child = spawn_producer(
         &db,
         &shop,
-        &broker,
+        broker,
         &topic,
         &dir.path().join("s.sqlite"),
         &log,
@@ -389,7 +389,7 @@ async fn purged_binlog_fails_clearly_or_catches_up_when_needed() {
     let topic = unique("purge");
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("rtis.sqlite");
-    let mut cfg = producer_config(&db, &shop, &broker, &topic, &state);
+    let mut cfg = producer_config(&db, &shop, broker, &topic, &state);
     let p = InProcess::start(cfg.clone());
     drain_topic(&broker.bootstrap(), &topic, 50, Duration::from_secs(60)).await;
     p.stop().await.unwrap();

@@ -210,17 +210,30 @@ impl Broker {
     /// The single node shared by the tests of this process that do not kill or pause it.
     pub fn shared() -> &'static Broker {
         static SHARED: OnceLock<Broker> = OnceLock::new();
-        SHARED.get_or_init(|| {
-            let b = Self::with_nodes(1);
-            let pids: Vec<i32> = b
-                .nodes
-                .iter()
-                .filter_map(|n| n.child.as_ref().map(|c| c.id() as i32))
-                .collect();
-            *SHARED_CLEANUP.lock().unwrap() = Some((pids, b.dir.path().to_path_buf()));
+        SHARED.get_or_init(|| Self::for_process(1))
+    }
+
+    /// A three-node cluster shared by the tests of this process that do not kill or pause
+    /// its nodes.
+    pub fn shared_cluster() -> &'static Broker {
+        static SHARED: OnceLock<Broker> = OnceLock::new();
+        SHARED.get_or_init(|| Self::for_process(3))
+    }
+
+    /// Nodes that live as long as the test process: stopped by an `atexit` hook (statics are
+    /// never dropped).
+    fn for_process(n: u32) -> Self {
+        let b = Self::with_nodes(n);
+        let pids: Vec<i32> = b
+            .nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref().map(|c| c.id() as i32))
+            .collect();
+        let mut g = SHARED_CLEANUP.lock().unwrap();
+        if g.is_empty() {
             extern "C" fn cleanup() {
                 if let Ok(mut g) = SHARED_CLEANUP.lock() {
-                    if let Some((pids, dir)) = g.take() {
+                    for (pids, dir) in g.drain(..) {
                         for p in pids {
                             // SAFETY: our own child
                             unsafe { libc::kill(p, libc::SIGKILL) };
@@ -231,8 +244,10 @@ impl Broker {
             }
             // SAFETY: registering a plain function
             unsafe { libc::atexit(cleanup) };
-            b
-        })
+        }
+        g.push((pids, b.dir.path().to_path_buf()));
+        drop(g);
+        b
     }
 
     fn with_nodes(n: u32) -> Self {
@@ -434,6 +449,18 @@ num.recovery.threads.per.data.dir=1
         self.wait_ready(&[id]);
     }
 
+    /// Restarts several killed nodes at once (one alone may not find a controller quorum),
+    /// then waits until all are ready.
+    pub fn restart_nodes(&mut self, ids: &[u32]) {
+        let lib = self.lib.clone();
+        for &id in ids {
+            let node = &mut self.nodes[id as usize - 1];
+            node.kill9();
+            node.spawn(&lib);
+        }
+        self.wait_ready(ids);
+    }
+
     /// SIGSTOP / SIGCONT node `id`.
     pub fn pause_node(&self, id: u32, on: bool) {
         self.nodes[id as usize - 1].signal(if on { libc::SIGSTOP } else { libc::SIGCONT });
@@ -471,7 +498,7 @@ num.recovery.threads.per.data.dir=1
     }
 }
 
-static SHARED_CLEANUP: Mutex<Option<(Vec<i32>, PathBuf)>> = Mutex::new(None);
+static SHARED_CLEANUP: Mutex<Vec<(Vec<i32>, PathBuf)>> = Mutex::new(Vec::new());
 
 impl Drop for Broker {
     fn drop(&mut self) {

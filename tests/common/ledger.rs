@@ -27,6 +27,8 @@ use serde_json::{json, Value};
 /// One expected change of one key. Values are subsets of the record's `after` image.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expected {
+    /// A row read by the snapshot (`op: r`).
+    Snapshot(Value),
     Create(Value),
     Update(Value),
     /// A delete record, followed by a tombstone.
@@ -195,7 +197,9 @@ fn same_value(want: &Value, got: &Value) -> bool {
 
 fn matches(e: &Expected, l: &Value) -> bool {
     match (e, op_of(l)) {
-        (Expected::Create(v), "c") | (Expected::Update(v), "u") => same_value(v, &l["after"]),
+        (Expected::Create(v), "c") | (Expected::Update(v), "u") | (Expected::Snapshot(v), "r") => {
+            same_value(v, &l["after"])
+        }
         (Expected::Delete, "d") => true,
         _ => false,
     }
@@ -394,6 +398,15 @@ impl Workload {
             ledger: Ledger::new(seed),
             uncertain: 0,
             aborted: 0,
+        }
+    }
+
+    /// Rows `ids` exist already (inserted before, e.g. for a snapshot): the workload updates
+    /// and deletes them instead of inserting.
+    pub fn preload(&mut self, ids: impl IntoIterator<Item = u64>) {
+        for id in ids {
+            self.present.insert(id, true);
+            self.ids = self.ids.max(id);
         }
     }
 

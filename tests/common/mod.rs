@@ -4,6 +4,7 @@
 //! with SIGKILL and restarted on the same port and data.
 #![allow(dead_code)]
 
+pub mod env;
 pub mod kafka;
 pub mod ledger;
 
@@ -313,7 +314,12 @@ impl MariaDb {
     /// Creates a database with the `product` table from `sql/`, and the least-privilege user
     /// `rtis` (password `rtis-pw`). Returns the database name.
     pub async fn create_shop(&self) -> String {
-        let db = unique("shop");
+        self.create_shop_named(&unique("shop")).await
+    }
+
+    /// [`Self::create_shop`] under a given database name.
+    pub async fn create_shop_named(&self, db: &str) -> String {
+        let db = db.to_string();
         self.exec("", &format!("CREATE DATABASE {db}")).await;
         let schema =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/01-schema.sql"))
