@@ -185,6 +185,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn source_id_round_trips_and_rejects_garbage() {
+        for text in ["7", "4294967295", "1/3e11fa47-71ca-11e1-9e33-c80aa9429562"] {
+            let id: SourceId = text.parse().unwrap();
+            assert_eq!(id.to_string(), text);
+        }
+        let mysql: SourceId = "1/3e11fa47-71ca-11e1-9e33-c80aa9429562".parse().unwrap();
+        assert_eq!(mysql.server_id, 1);
+        assert_eq!(
+            mysql.server_uuid.as_deref(),
+            Some("3e11fa47-71ca-11e1-9e33-c80aa9429562")
+        );
+        for bad in ["", "x", "1/", "-1", "4294967296", "/uuid"] {
+            let e = bad.parse::<SourceId>().unwrap_err();
+            assert!(e.to_string().contains("SERVER_ID"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn positions_are_described_with_the_binlog_file_name() {
+        let pos = SourcePos {
+            file_seq: 1,
+            pos: 63050,
+            row: 2,
+            sub: 0,
+        };
+        assert_eq!(
+            describe(Some("mariadb-bin"), &pos),
+            "mariadb-bin.000001:63050"
+        );
+        assert_eq!(describe(None, &pos), "file #1 offset 63050");
+    }
+
+    #[test]
     fn binlog_position_orders_by_file_sequence_then_offset() {
         let a: BinlogPosition = "mysql-bin.000009:900".parse().unwrap();
         let b: BinlogPosition = "mysql-bin.000010:4".parse().unwrap();

@@ -179,7 +179,7 @@ async fn partition_leader_and_follower_kill9_while_snapshotting_and_streaming() 
 /// resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_follower_past_the_delivery_timeout_leaves_no_zombie_batches() {
-    let rounds = iterations(2, 50);
+    let rounds = iterations(2, 20);
     let seed = seed();
     eprintln!("zombie batches: seed {seed} (RTIS_SEED={seed} replays), {rounds} freezes");
     let env = Env::with_cluster("zombie").await;

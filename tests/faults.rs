@@ -26,7 +26,7 @@ use serde_json::json;
 /// every committed change is in the topic exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_kill9_and_restart_while_streaming() {
-    let n = iterations(3, 20);
+    let n = iterations(3, 50);
     let seed = seed();
     eprintln!("broker kill: seed {seed} (RTIS_SEED={seed} replays), {n} broker kills");
     let mut env = Env::with_own_broker("brokerkill").await;
@@ -173,7 +173,7 @@ async fn broker_paused_longer_than_the_delivery_timeout() {
 /// see are looked up after the restart (`rtis_txlog`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_kill9_and_restart_mid_stream() {
-    let n = iterations(2, 10);
+    let n = iterations(2, 50);
     let seed = seed();
     eprintln!("mariadb kill: seed {seed} (RTIS_SEED={seed} replays), {n} server kills");
     let mut env = Env::new("dbkill").await;
@@ -402,8 +402,8 @@ async fn kill9_inside_a_10k_row_transaction() {
 /// A row larger than the client's message limit (`message.max.bytes=20000`) stops the producer
 /// with an error naming the table, the binlog position, the size and the setting; nothing
 /// after it is sent, the checkpoint stays before it, and a restart with a larger limit delivers
-/// it and the rest exactly once. (tansu 0.6.0 enforces no broker-side limit, so the client
-/// limit is the one exercised.)
+/// it and the rest exactly once. (The client's limit is the one exercised; the broker's is
+/// 1 MB by default.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_row_stops_with_an_explicit_error() {
     let env = Env::new("oversize").await;
@@ -475,9 +475,13 @@ async fn oversize_row_stops_with_an_explicit_error() {
         cp <= before_big,
         "the checkpoint {cp} stays before the oversize row at {before_big}"
     );
-    // nothing after the first three rows reached the topic
+    // nothing from the oversize row on reached the topic: at most the three rows before it
+    // (those still in the open transaction when it failed were aborted, and come again below)
     let held: i64 = record_count(&env.broker.bootstrap(), &env.topic).await;
-    assert_eq!(held, 3, "only the rows before the oversize one were sent");
+    assert!(
+        held <= 3,
+        "only rows before the oversize one were committed: {held}"
+    );
 
     // a larger limit: the oversize row and the one after it arrive, exactly once
     let mut producer = env.spawn(&["--kafka-option", "message.max.bytes=100000"]);

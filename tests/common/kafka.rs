@@ -139,6 +139,9 @@ impl Node {
             "-Dlog4j2.configurationFile={}",
             self.dir.join("log4j2.properties").display()
         ))
+        // the JVM's temp files (lz4/snappy native libraries) stay in the node's dir, removed
+        // with it, instead of piling up in /tmp
+        .arg(format!("-Djava.io.tmpdir={}", self.dir.display()))
         .arg("-cp")
         .arg(format!("{}/*", lib.display()))
         .arg("kafka.Kafka")
