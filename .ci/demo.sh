@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# The README's demo: a private MariaDB and Kafka-API broker under state/demo, the sample table,
-# rtis-producer and rtis-consumer, a few inserts/updates/deletes, and the JSON files they produce.
+# The README's demo: a private MariaDB and Apache Kafka broker (one KRaft node) under state/demo,
+# the sample table, rtis-producer and rtis-consumer, a few inserts/updates/deletes, and the JSON
+# files they produce.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-TANSU="$(bash .ci/install.sh | tail -n 1)"
+KAFKA_LIB="$(bash .ci/install.sh | tail -n 1)"
 cargo build --quiet --bins
 BIN=target/debug
 DEMO="$PWD/state/demo"
+JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; sleep 1; for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; }
+# stops the clients first (the producer ends its Kafka session), then the broker and MariaDB
+cleanup() {
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || continue
+    for _ in $(seq 50); do kill -0 "${pids[i]}" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "${pids[i]}" 2>/dev/null || true
+  done
+}
 trap cleanup EXIT
-rm -rf "$DEMO"; mkdir -p "$DEMO/out"
-DB_PORT=$(free_port); KAFKA_PORT=$(free_port)
+rm -rf "$DEMO"; mkdir -p "$DEMO/out" "$DEMO/kafka"
+DB_PORT=$(free_port); KAFKA_PORT=$(free_port); CONTROLLER_PORT=$(free_port)
 
 echo "== private MariaDB on 127.0.0.1:$DB_PORT (ROW binlog, FULL row metadata)"
 mariadb-install-db --no-defaults --datadir="$DEMO/db" --auth-root-authentication-method=normal --skip-test-db --user=root >"$DEMO/install.log" 2>&1
@@ -21,21 +31,79 @@ mariadb-install-db --no-defaults --datadir="$DEMO/db" --auth-root-authentication
   --pid-file="$DEMO/db.pid" --log-bin="$DEMO/db/mariadb-bin" --server-id=1 --binlog-format=ROW --binlog-row-image=FULL \
   --binlog-row-metadata=FULL --user=root >"$DEMO/mariadbd.log" 2>&1 &
 pids+=($!)
-echo "== private Kafka-API broker (tansu) on 127.0.0.1:$KAFKA_PORT"
-(cd "$DEMO" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine sqlite://tansu.db) >"$DEMO/tansu.log" 2>&1 &
-pids+=($!)
-# tansu 0.6.0 lacks an index on its header table (fetches slow down quadratically): add it
-python3 - "$DEMO/tansu.db" <<'PY'
-import sqlite3, sys, time
-for _ in range(300):
-    try:
-        c = sqlite3.connect(sys.argv[1], timeout=5)
-        c.execute("CREATE INDEX IF NOT EXISTS rtis_header_topition_offset ON header (topition, offset_id)")
-        c.commit(); break
-    except sqlite3.OperationalError:
-        time.sleep(0.1)
+
+echo "== private Apache Kafka on 127.0.0.1:$KAFKA_PORT (one KRaft node: broker and controller)"
+# one node: the internal topics (consumer offsets, transaction state) at replication factor 1
+cat >"$DEMO/kafka/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$DEMO/kafka/data
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=5
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=5
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+log.cleaner.dedupe.buffer.size=16777216
+num.network.threads=2
+num.io.threads=4
+PROPS
+# WARN and up, plus the ready line
+cat >"$DEMO/kafka/log4j2.properties" <<'LOG4J'
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.out.ref = OUT
+logger.ready.name = kafka.server.KafkaRaftServer
+logger.ready.level = INFO
+LOG4J
+# a fresh cluster id: 16 random bytes, base64url (the `=` form: it may start with '-')
+CLUSTER_ID=$(python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))')
+"$JAVA" -cp "$KAFKA_LIB/*" kafka.tools.StorageTool format --ignore-formatted --cluster-id="$CLUSTER_ID" \
+  -c "$DEMO/kafka/server.properties" >"$DEMO/kafka/format.log" 2>&1 || { cat "$DEMO/kafka/format.log"; exit 1; }
+"$JAVA" -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+  -Dlog4j2.configurationFile="$DEMO/kafka/log4j2.properties" -cp "$KAFKA_LIB/*" \
+  kafka.Kafka "$DEMO/kafka/server.properties" >"$DEMO/kafka/server.log" 2>&1 &
+KAFKA_PID=$!
+pids+=("$KAFKA_PID")
+# ready: the node logged its ready line and answers a metadata request (v4, all topics) listing a broker
+kafka_ready() {
+  grep -q "Kafka Server started" "$DEMO/kafka/server.log" || return 1
+  python3 - "$KAFKA_PORT" <<'PY'
+import socket, struct, sys
+client = b"rtis-demo"
+body = struct.pack(">hhih", 3, 4, 1, len(client)) + client + struct.pack(">ib", -1, 0)
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+s.settimeout(2)
+s.sendall(struct.pack(">i", len(body)) + body)
+head = b""
+while len(head) < 16:
+    chunk = s.recv(16 - len(head))
+    if not chunk:
+        sys.exit(1)
+    head += chunk
+_size, correlation, _throttle, brokers = struct.unpack(">iiii", head)
+sys.exit(0 if correlation == 1 and brokers >= 1 else 1)
 PY
+}
+for _ in $(seq 600); do
+  kill -0 "$KAFKA_PID" 2>/dev/null || { echo "Kafka exited while starting; its log:"; tail -n 40 "$DEMO/kafka/server.log"; exit 1; }
+  kafka_ready 2>/dev/null && break
+  sleep 0.1
+done
+kafka_ready 2>/dev/null || { echo "Kafka did not start within 60 s; its log:"; tail -n 40 "$DEMO/kafka/server.log"; exit 1; }
 sql() { mariadb -h127.0.0.1 -P"$DB_PORT" -uroot "$@"; }
 for _ in $(seq 100); do sql -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
 sql -e 'CREATE DATABASE shop'

@@ -1,23 +1,29 @@
 //! rtis benchmark: `cargo bench --bench pipeline` (add `-- --quick` for a 10× smaller run).
 //!
-//! Everything runs against a private MariaDB and tansu broker started here (as in the tests),
-//! and every figure is printed next to a baseline measured in the same invocation on the same
-//! data, because these machines are noisy:
+//! Everything runs against a private MariaDB and a private Apache Kafka broker (one KRaft node,
+//! from the jars `.ci/install.sh` caches) started here as in the tests (`tests/common`), and
+//! every figure is printed next to a baseline measured in the same invocation on the same data,
+//! because these machines are noisy. rtis writes in Kafka transactions: its records count once
+//! committed (seen by a `read_committed` reader, which counts them while the run goes on;
+//! offsets include transaction markers, so end offsets do not count records).
 //!
 //! * streaming catch-up: the binlog of a workload is written first (writers stopped), then the
-//!   release `rtis-producer` binary streams it from the file's start until the broker
-//!   acknowledged every record. Baselines: `mariadb-binlog --read-from-remote-server --raw`
+//!   release `rtis-producer` binary streams it from the file's start until every record is
+//!   committed. Baselines: `mariadb-binlog --read-from-remote-server --raw`
 //!   (dump floor), `... -v` (row-decode floor) on the same file, and a plain rdkafka producer
 //!   sending the same number of records of the same size with the same settings (produce floor);
 //! * snapshot: `--snapshot snapshot-only` of the whole table vs `mariadb --quick -e 'SELECT ...'`;
 //! * latency: commit (`last_updated`, a TIMESTAMP(6) set by the server) to arrival at a consumer
-//!   polling the topic, at a steady rate — an upper bound of commit → broker ack;
+//!   polling the topic (`read_committed`), at a steady rate — an upper bound of source commit →
+//!   Kafka commit;
 //! * consumer: `rtis-consumer` writing the bulk topic to fsynced JSON lines;
 //! * Avro: the hand encoder, single thread, no I/O.
 //!
 //! Each timed run is repeated (`RTIS_BENCH_RUNS`, default 3); the median and the range are shown.
+//! The broker is warmed up first by an untimed catch-up and produce floor (`RTIS_BENCH_WARMUP=0`
+//! skips that).
 //! Sizes: `RTIS_BENCH_OLTP` (100000 transactions), `RTIS_BENCH_BULK` (1000000 rows),
-//! `RTIS_BENCH_CONSUMER` (200000 records for the consumer).
+//! `RTIS_BENCH_CONSUMER` (records for the consumer, default the whole bulk workload).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -144,26 +150,41 @@ fn avro_bench(n: u64) -> (f64, usize) {
     (rate, bytes / n as usize)
 }
 
-/// Polls the sum of a topic's high watermarks with one long-lived client.
-struct Watermarks {
+/// Counts the committed records of a topic as they become visible, with one long-lived
+/// `read_committed` client reading every partition from its start: the producer writes in
+/// Kafka transactions, whose markers (and aborted records) occupy offsets, so end offsets do
+/// not count records.
+struct Committed {
     c: BaseConsumer,
     topic: String,
+    assigned: bool,
+    seen: i64,
 }
 
-impl Watermarks {
+impl Committed {
     fn new(bootstrap: &str, topic: &str) -> Self {
         let c: BaseConsumer = rtis::config::kafka_client_config(bootstrap, &[])
             .unwrap()
-            .set("group.id", "rtis-bench-watermarks")
+            .set("group.id", "rtis-bench-counter")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "10")
             .create()
             .unwrap();
         Self {
             c,
             topic: topic.into(),
+            assigned: false,
+            seen: 0,
         }
     }
-    fn total(&self) -> i64 {
-        let n = self
+
+    /// Assigns every partition once the topic exists; whether it does.
+    fn assign(&mut self) -> bool {
+        if self.assigned {
+            return true;
+        }
+        let partitions = self
             .c
             .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
             .ok()
@@ -174,21 +195,44 @@ impl Watermarks {
                     .map(|t| t.partitions().len() as i32)
             })
             .unwrap_or(0);
-        (0..n)
-            .map(|p| {
-                self.c
-                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
-                    .map(|w| w.1)
-                    .unwrap_or(0)
-            })
-            .sum()
+        if partitions == 0 {
+            return false;
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(&self.topic, p, rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        self.c.assign(&tpl).unwrap();
+        self.assigned = true;
+        true
     }
-    /// Waits for `want` records; returns when the first one was seen and the records seen then.
-    fn wait_for(&self, want: i64, timeout: Duration) -> (Instant, i64) {
+
+    /// Reads what became visible for `budget`; returns the committed records seen so far.
+    fn total(&mut self, budget: Duration) -> i64 {
+        let deadline = Instant::now() + budget;
+        if !self.assign() {
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            return self.seen;
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Some(Ok(_)) = self.c.poll(left) {
+                self.seen += 1;
+            }
+            if left.is_zero() {
+                return self.seen;
+            }
+        }
+    }
+
+    /// Waits for `want` committed records; returns when the first one was seen and the records
+    /// seen then.
+    fn wait_for(&mut self, want: i64, timeout: Duration) -> (Instant, i64) {
         let deadline = Instant::now() + timeout;
         let mut first = None;
         loop {
-            let t = self.total();
+            let t = self.total(Duration::from_millis(20));
             if t > 0 && first.is_none() {
                 first = Some((Instant::now(), t));
             }
@@ -197,10 +241,9 @@ impl Watermarks {
             }
             assert!(
                 Instant::now() < deadline,
-                "{}: {t} of {want} records after {timeout:?}",
+                "{}: {t} of {want} committed records after {timeout:?}",
                 self.topic
             );
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -330,7 +373,7 @@ fn stream_from_start(env: &Env, file: &str, topic: &str) -> Guard {
     env.producer(topic, &state, &["--snapshot", "never"])
 }
 
-/// Streams `file` from its start with the release binary until `records` are acknowledged.
+/// Streams `file` from its start with the release binary until `records` are committed.
 /// Returns (seconds, CPU of the run, peak RSS MiB). The services' CPU is taken over the whole
 /// run (start-up included), like the producer's.
 fn rtis_catch_up(
@@ -341,13 +384,13 @@ fn rtis_catch_up(
     what: &str,
 ) -> (f64, RunCpu, f64) {
     let topic = unique(&format!("bench_{what}_{run}"));
-    let wm = Watermarks::new(&env.broker.bootstrap(), &topic);
+    let mut committed = Committed::new(&env.broker.bootstrap(), &topic);
     let (broker0, db0) = services_cpu(env);
     let started = Instant::now();
     let mut child = stream_from_start(env, file, &topic);
-    // timed from the first acknowledged record: process start-up (preflight, metadata, the
-    // partitions' last records) is not throughput
-    let (first, seen) = wm.wait_for(records, Duration::from_secs(1800));
+    // timed from the first committed record: process start-up (preflight, metadata, fencing
+    // earlier sessions, the checkpoint) is not throughput
+    let (first, seen) = committed.wait_for(records, Duration::from_secs(1800));
     let secs = first.elapsed().as_secs_f64() * records as f64 / (records - seen + 1) as f64;
     let (cpu, rss) = proc_usage(child.id());
     let (broker1, db1) = services_cpu(env);
@@ -473,7 +516,7 @@ async fn catch_up_section(
     let rate = |xs: &[f64]| xs.iter().map(|s| n / s).collect::<Vec<_>>();
     let ratio = |a: &[f64], b: &[f64]| summary(&rate(a)).0 / summary(&rate(b)).0;
     report.add(
-        &format!("{what}: catch-up to broker ack ({label}/s) vs `mariadb-binlog --raw`"),
+        &format!("{what}: catch-up to Kafka commit ({label}/s) vs `mariadb-binlog --raw`"),
         fmt_rate(&rate(&ours)),
         fmt_rate(&rate(&raw)),
         format!("{:.2}", ratio(&ours, &raw)),
@@ -486,7 +529,7 @@ async fn catch_up_section(
     );
     let recs = |xs: &[f64]| xs.iter().map(|s| records as f64 / s).collect::<Vec<_>>();
     report.add(
-        &format!("{what}: records/s to broker ack vs plain rdkafka producer (produce floor, {record_size} B)"),
+        &format!("{what}: records/s committed vs plain rdkafka producer (produce floor: acks, no transactions, {record_size} B)"),
         fmt_rate(&recs(&ours)),
         fmt_rate(&recs(&floor)),
         format!(
@@ -546,7 +589,7 @@ async fn latency_run(env: &Env, rate: u64, secs: u64, ids: u64) -> Vec<f64> {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let expected = (rate * secs) as i64;
-    let reader = arrivals(env.broker.bootstrap(), topic.clone(), expected, secs);
+    let reader = arrivals(env.broker.bootstrap(), topic.clone(), expected, secs).await;
     // the writer: `rate` autocommit updates per second, paced in 10 ms slots, 2 connections
     let per_slot = (rate / 100).max(1);
     let start = Instant::now();
@@ -604,14 +647,14 @@ async fn run_updates(c: &mut mysql_async::Conn, v: Vec<u64>, ids: u64) {
     }
 }
 
+type Arrivals = std::thread::JoinHandle<Vec<(i64, Vec<u8>)>>;
+
 /// A consumer thread that records (arrival µs, payload) of `expected` records of `topic`.
-fn arrivals(
-    bootstrap: String,
-    topic: String,
-    expected: i64,
-    secs: u64,
-) -> std::thread::JoinHandle<Vec<(i64, Vec<u8>)>> {
-    std::thread::spawn(move || {
+/// Resolves once the consumer is fetching (it knows every partition's leader and has polled for
+/// a second), so the writers that follow do not measure its start-up.
+async fn arrivals(bootstrap: String, topic: String, expected: i64, secs: u64) -> Arrivals {
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
         let c: BaseConsumer = rtis::config::kafka_client_config(&bootstrap, &[])
             .unwrap()
             .set("group.id", "rtis-bench-latency")
@@ -625,9 +668,20 @@ fn arrivals(
                 .unwrap();
         }
         c.assign(&tpl).unwrap();
+        for p in 0..3 {
+            c.fetch_watermarks(&topic, p, Duration::from_secs(30))
+                .unwrap();
+        }
         let mut got = Vec::with_capacity(expected as usize);
+        let warm = Instant::now() + Duration::from_secs(1);
+        let mut ready_tx = Some(ready_tx);
         let deadline = Instant::now() + Duration::from_secs(secs + 120);
         while (got.len() as i64) < expected && Instant::now() < deadline {
+            if Instant::now() >= warm {
+                if let Some(tx) = ready_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
             let Some(Ok(m)) = c.poll(Duration::from_millis(100)) else {
                 continue;
             };
@@ -636,7 +690,12 @@ fn arrivals(
             }
         }
         got
-    })
+    });
+    tokio::task::spawn_blocking(move || ready.recv())
+        .await
+        .unwrap()
+        .expect("the latency reader started");
+    reader
 }
 
 /// The floor of the latency figure: a plain producer (rtis's settings) sends its own send time
@@ -655,7 +714,7 @@ async fn latency_floor(env: &Env, rate: u64, secs: u64) -> Vec<f64> {
     .unwrap();
     let producer = rtis::kafka::create_plain_producer(&env.broker.bootstrap(), &[]).unwrap();
     let expected = (rate * secs) as i64;
-    let reader = arrivals(env.broker.bootstrap(), topic.clone(), expected, secs);
+    let reader = arrivals(env.broker.bootstrap(), topic.clone(), expected, secs).await;
     let per_slot = (rate / 100).max(1);
     let start = Instant::now();
     let mut futs = Vec::with_capacity(expected as usize);
@@ -694,28 +753,23 @@ async fn latency_floor(env: &Env, rate: u64, secs: u64) -> Vec<f64> {
     lat
 }
 
+/// The writer schemas of `<topic>-schemas` (its committed records, up to the last stable offset).
 fn read_schemas(bootstrap: &str, topic: &str) -> Vec<WriterSchema> {
-    let c: BaseConsumer = rtis::config::kafka_client_config(bootstrap, &[])
-        .unwrap()
-        .set("group.id", "rtis-bench-schemas")
-        .create()
-        .unwrap();
-    let (_, high) = c
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while (out.len() as i64) < high && Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+    rtis::kafka::read_to_end(
+        bootstrap,
+        &[],
+        topic,
+        0,
+        rdkafka::Offset::Beginning,
+        Duration::from_secs(30),
+        |m| {
             if let Some(s) = m.payload().and_then(|p| std::str::from_utf8(p).ok()) {
                 out.push(WriterSchema::parse(s).unwrap());
             }
-        }
-    }
+        },
+    )
+    .unwrap();
     out
 }
 
@@ -842,6 +896,17 @@ async fn bench() {
 
     // close the file: the catch-up reads exactly this workload
     fresh_binlog(&mut c).await;
+    // the broker is a JVM: one untimed catch-up and produce floor first (RTIS_BENCH_WARMUP=0
+    // skips them), so the first timed runs do not pay for its JIT compilation
+    if env_num("RTIS_BENCH_WARMUP", 1) != 0 {
+        let t = Instant::now();
+        rtis_catch_up(&env, &oltp_file, oltp_records, 0, "warmup");
+        produce_floor(&env, oltp_records, size, 0).await;
+        eprintln!(
+            "bench: broker warm-up (an untimed catch-up and produce floor) took {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
     if on("oltp") {
         catch_up_section(
             &env,
@@ -939,7 +1004,7 @@ async fn bench() {
             });
             ours.push(rows as f64 / secs);
             snap_rss = snap_rss.max(peak);
-            Watermarks::new(&env.broker.bootstrap(), &topic)
+            Committed::new(&env.broker.bootstrap(), &topic)
                 .wait_for(rows as i64, Duration::from_secs(60));
         }
         report.add(
@@ -949,7 +1014,7 @@ async fn bench() {
         format!("{:.2}", summary(&ours).0 / summary(&select).0),
     );
         report.add(
-            "snapshot (rows/s to broker ack) vs the bulk produce floor",
+            "snapshot (rows/s to Kafka commit) vs the bulk produce floor",
             fmt_rate(&ours),
             format!("{bulk_floor:.0}/s"),
             format!("{:.2}", summary(&ours).0 / bulk_floor),
@@ -962,18 +1027,25 @@ async fn bench() {
         );
     }
 
-    // consumer: the start of the bulk workload re-streamed into a topic (RTIS_BENCH_CONSUMER
-    // records, default 200k: tansu 0.6.0 does not serve a fetch from the start of a partition
-    // holding ~330k records in time), to fsynced JSON lines
+    // consumer: the bulk workload (its first RTIS_BENCH_CONSUMER records, default all of it)
+    // re-streamed into a topic, to fsynced JSON lines
     if on("consumer") {
         let bulk_topic = unique("bench_consumer");
-        let cap = env_num("RTIS_BENCH_CONSUMER", 200_000).min(per * 10) as i64;
+        let cap = env_num("RTIS_BENCH_CONSUMER", per * 10).min(per * 10) as i64;
         let records = {
             let mut p = stream_from_start(&env, &bulk_file, &bulk_topic);
-            let wm = Watermarks::new(&env.broker.bootstrap(), &bulk_topic);
-            wm.wait_for(cap, Duration::from_secs(1800));
+            let mut committed = Committed::new(&env.broker.bootstrap(), &bulk_topic);
+            committed.wait_for(cap, Duration::from_secs(1800));
             stop(&mut p);
-            wm.total()
+            // what the stopped session committed last (a cap may end inside a transaction)
+            let mut n = committed.total(Duration::from_millis(500));
+            loop {
+                let more = committed.total(Duration::from_millis(500));
+                if more == n {
+                    break n;
+                }
+                n = more;
+            }
         };
         let mut crates = Vec::new();
         let mut c_rss: f64 = 0.0;

@@ -112,8 +112,8 @@ pub enum Error {
     /// Another producer initialised this connector's transactional id: it owns the topic now.
     #[error(
         "fenced: another rtis-producer with connector name {connector:?} (Kafka transactional.id \
-         {transactional_id}) started and took over topic {topic}; this one stops. Run one active \
-         producer per connector name (start a second one with --standby to wait for a takeover)"
+         {transactional_id}) started and took over topic {topic}; this one stops. Run one \
+         producer per connector name (a supervisor restarts it when it dies)"
     )]
     Fenced {
         connector: String,

@@ -230,12 +230,12 @@ impl ProducerMetrics {
             .store(hb.as_millis() as i64, Ordering::Relaxed);
     }
 
-    /// A record was handed to the Kafka client.
     /// A Kafka transaction committed after `took`.
     pub fn transaction_committed(&self, took: std::time::Duration) {
         self.commit_seconds.observe(took.as_secs_f64());
     }
 
+    /// A record was handed to the Kafka client.
     pub fn sent(&self) {
         self.in_flight.inc();
     }

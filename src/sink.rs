@@ -96,13 +96,16 @@ impl SinkNames {
 /// The fencing error, when `producer` was fenced by a newer producer of the connector.
 pub fn fenced(producer: &FutureProducer, names: &SinkNames) -> Option<Error> {
     match producer.client().fatal_error() {
-        Some((RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced, _)) => {
-            Some(Error::Fenced {
-                connector: names.connector.clone(),
-                transactional_id: names.transactional_id(),
-                topic: names.topic.clone(),
-            })
-        }
+        Some((
+            RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch,
+            _,
+        )) => Some(Error::Fenced {
+            connector: names.connector.clone(),
+            transactional_id: names.transactional_id(),
+            topic: names.topic.clone(),
+        }),
         _ => None,
     }
 }
@@ -203,7 +206,11 @@ impl Sink {
         let fenced = |c: Option<RDKafkaErrorCode>| {
             matches!(
                 c,
-                Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+                Some(
+                    RDKafkaErrorCode::Fenced
+                        | RDKafkaErrorCode::ProducerFenced
+                        | RDKafkaErrorCode::InvalidProducerEpoch
+                )
             )
         };
         if fenced(e.rdkafka_error_code())
@@ -435,7 +442,28 @@ impl Sink {
         let res = blocking(&self.producer, move |p| p.commit_transaction(timeout)).await;
         let txn = self.txn.take().expect("open transaction");
         if let Err(e) = res {
-            return Err(match self.txn_error("committing a transaction", e) {
+            let err = self.txn_error("committing a transaction", e);
+            if matches!(&err, Error::Kafka { source, .. }
+                if !matches!(source.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut)))
+            {
+                // A newer producer of the connector may have fenced this one while it committed:
+                // Kafka 4 can answer that EndTxn with an unspecific error. Aborting asks the
+                // coordinator again and says whether this producer's epoch is still current.
+                let abort = blocking(&self.producer, |p| {
+                    p.abort_transaction(Duration::from_secs(5))
+                })
+                .await;
+                if let Err(e) = abort {
+                    if let f @ Error::Fenced { .. } = self.txn_error("aborting a transaction", e) {
+                        return Err(f);
+                    }
+                }
+                if let Some(f) = fenced(&self.producer, &self.names) {
+                    return Err(f);
+                }
+            }
+            return Err(match err {
                 Error::Kafka { source, .. }
                     if source.rdkafka_error_code() == Some(RDKafkaErrorCode::OperationTimedOut)
                         || source.rdkafka_error_code()
