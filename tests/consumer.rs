@@ -181,6 +181,11 @@ async fn kill9_consumer_repeatedly_writes_every_record_exactly_once() {
     let lines = assert_exactly_once(e.broker, &e.topic, out.path()).await;
     assert_eq!(lines.len() as i64, total);
     assert_eq!(fold(&lines), table_state(&e.db, &e.shop).await);
+    eprintln!(
+        "fault summary: consumer kill -9: iterations={iterations} records={total} written={} \
+         lost=0 duplicated=0 (every committed offset once, in order) seed={seed}",
+        lines.len()
+    );
     e.producer.stop().await.unwrap();
 }
 

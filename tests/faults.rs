@@ -173,7 +173,7 @@ async fn broker_paused_longer_than_the_delivery_timeout() {
 /// see are looked up after the restart (`rtis_txlog`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_kill9_and_restart_mid_stream() {
-    let n = iterations(2, 50);
+    let n = iterations(2, 10);
     let seed = seed();
     eprintln!("mariadb kill: seed {seed} (RTIS_SEED={seed} replays), {n} server kills");
     let mut env = Env::new("dbkill").await;
