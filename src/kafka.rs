@@ -120,20 +120,18 @@ pub fn create_producer(
             "message.timeout.ms",
             delivery_timeout_ms.max(1000).to_string(),
         );
-    if cfg.get("linger.ms").is_none() {
-        cfg.set("linger.ms", "5");
-    }
-    if cfg.get("compression.type").is_none() {
-        cfg.set("compression.type", "lz4");
-    }
-    cfg.create()
-        .map_err(|e| Error::kafka("creating the producer (check --kafka-option values)", e))
+    create_with_defaults(cfg)
 }
 
 /// A plain idempotent producer (no transactions): the benchmark's produce floor and tests.
 pub fn create_plain_producer(brokers: &str, extra: &[String]) -> Result<FutureProducer> {
     let mut cfg = kafka_client_config(brokers, extra)?;
     cfg.set("enable.idempotence", "true").set("acks", "all");
+    create_with_defaults(cfg)
+}
+
+/// Batching defaults the user's `--kafka-option`s may override, then the producer.
+fn create_with_defaults(mut cfg: rdkafka::ClientConfig) -> Result<FutureProducer> {
     if cfg.get("linger.ms").is_none() {
         cfg.set("linger.ms", "5");
     }

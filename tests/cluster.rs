@@ -313,6 +313,18 @@ async fn isr_below_min_insync_replicas_waits_and_loses_nothing() {
     finish(&env, &w, &mut producer, "isr_below_min_insync", 1).await;
 }
 
+/// Waits (at most 60 s) for a producer that is expected to stop on its own; its exit code.
+async fn exit_code(p: &mut Guard, what: &str) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = p.try_wait().unwrap() {
+            return s.code();
+        }
+        assert!(Instant::now() < deadline, "{what} did not stop within 60 s");
+        sleep_ms(100).await;
+    }
+}
+
 /// Reads every committed checkpoint value of `connector` (in order) from the checkpoint topic.
 async fn checkpoints_in_topic(env: &Env, connector: &str) -> Vec<serde_json::Value> {
     let (bs, topic, key) = (
@@ -426,14 +438,7 @@ async fn another_writer_on_the_topic_is_refused_and_nothing_is_skipped() {
             &log,
             &args,
         );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let code = loop {
-            if let Some(s) = b.try_wait().unwrap() {
-                break s.code();
-            }
-            assert!(Instant::now() < deadline, "the backfill did not stop");
-            sleep_ms(100).await;
-        };
+        let code = exit_code(&mut b, "the backfill").await;
         let text = std::fs::read_to_string(&log).unwrap();
         eprintln!(
             "backfill {name:?}: exit {code:?}: {}",
@@ -651,14 +656,7 @@ async fn a_different_source_server_is_refused() {
         &log,
         &[],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        if let Some(s) = p.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(Instant::now() < deadline, "the producer did not stop");
-        sleep_ms(100).await;
-    };
+    let code = exit_code(&mut p, "the producer").await;
     let text = std::fs::read_to_string(&log).unwrap();
     eprintln!(
         "source change: exit {code:?}: {}",
