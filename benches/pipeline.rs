@@ -78,11 +78,7 @@ impl Report {
 }
 
 fn product_table() -> TableSchema {
-    let col = |name: &str, kind: ColumnKind, nullable: bool| ColumnSpec {
-        name: name.into(),
-        kind,
-        nullable,
-    };
+    let col = |name: &str, kind: ColumnKind, nullable: bool| ColumnSpec::new(name, kind, nullable);
     TableSchema {
         db: "shop".into(),
         table: "product".into(),

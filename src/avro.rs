@@ -69,9 +69,11 @@ pub fn fingerprint_hex(fp: &[u8; 8]) -> String {
     fp.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn column_type(kind: ColumnKind) -> Json {
+/// The Avro type of a column. `geometry_defined` says whether the named `Geometry` record was
+/// already defined in this schema (Avro allows one definition, later uses name it).
+fn column_type(kind: ColumnKind, geometry_defined: &mut bool) -> Json {
     match kind {
-        ColumnKind::Int32 => json!("int"),
+        ColumnKind::Int32 | ColumnKind::MediumInt | ColumnKind::Year => json!("int"),
         ColumnKind::Int64 => json!("long"),
         ColumnKind::UInt64 => {
             json!({"type": "bytes", "logicalType": "decimal", "precision": 20, "scale": 0})
@@ -81,21 +83,35 @@ fn column_type(kind: ColumnKind) -> Json {
         }
         ColumnKind::Float => json!("float"),
         ColumnKind::Double => json!("double"),
-        ColumnKind::String(_) => json!("string"),
-        ColumnKind::Bytes => json!("bytes"),
+        ColumnKind::String(_) | ColumnKind::Enum(_) | ColumnKind::Set(_) | ColumnKind::Json => {
+            json!("string")
+        }
+        ColumnKind::Bytes | ColumnKind::FixedBytes(_) => json!("bytes"),
+        ColumnKind::Bit(1) => json!("boolean"),
+        ColumnKind::Bit(_) => json!("bytes"),
+        ColumnKind::Geometry if *geometry_defined => json!("rtis.Geometry"),
+        ColumnKind::Geometry => {
+            *geometry_defined = true;
+            json!({"type": "record", "name": "Geometry", "namespace": "rtis", "fields": [
+                {"name": "wkb", "type": "bytes"},
+                {"name": "srid", "type": "long"}
+            ]})
+        }
         ColumnKind::Timestamp => json!({"type": "long", "logicalType": "timestamp-micros"}),
         ColumnKind::DateTime => json!({"type": "long", "logicalType": "local-timestamp-micros"}),
         ColumnKind::Date => json!({"type": "int", "logicalType": "date"}),
+        ColumnKind::Time => json!("long"),
     }
 }
 
 fn record_json(name: &str, table: &TableSchema, cols: &[usize]) -> Json {
+    let mut geometry_defined = false;
     let fields: Vec<Json> = cols
         .iter()
         .map(|&i| {
             let c = &table.columns[i];
-            let t = column_type(c.kind);
-            if c.nullable {
+            let t = column_type(c.kind, &mut geometry_defined);
+            if c.avro_nullable() {
                 json!({"name": c.name, "type": ["null", t], "default": null})
             } else {
                 json!({"name": c.name, "type": t})
@@ -235,13 +251,18 @@ pub fn put_datum(out: &mut Vec<u8>, nullable: bool, d: &Datum) {
         Datum::Bytes(b) => put_bytes(out, b),
         Datum::TimestampMicros(t) | Datum::DateTimeMicros(t) => put_long(out, *t),
         Datum::Date(d) => put_long(out, *d as i64),
+        Datum::Bool(b) => out.push(*b as u8),
+        Datum::Geometry { srid, wkb } => {
+            put_bytes(out, wkb);
+            put_long(out, *srid as i64);
+        }
     }
 }
 
 /// Encodes a row (all columns) as the `Value` record.
 pub fn put_row(out: &mut Vec<u8>, table: &TableSchema, row: &[Datum]) {
     for (c, d) in table.columns.iter().zip(row) {
-        put_datum(out, c.nullable, d);
+        put_datum(out, c.avro_nullable(), d);
     }
 }
 
@@ -320,7 +341,7 @@ pub fn encode_envelope(
 pub fn encode_key(out: &mut Vec<u8>, schema: &WriterSchema, table: &TableSchema, row: &[Datum]) {
     single_object_header(out, schema);
     for &i in &table.key {
-        put_datum(out, table.columns[i].nullable, &row[i]);
+        put_datum(out, table.columns[i].avro_nullable(), &row[i]);
     }
 }
 
@@ -443,7 +464,10 @@ fn to_json(
         (_, V::Boolean(b)) => Json::Bool(b),
         (_, V::Int(i)) => json!(i),
         (_, V::Long(i)) => json!(i),
-        (_, V::Float(f)) => json!(f),
+        // the shortest text that reads back as the same f32 (not the f64 widening's digits)
+        (_, V::Float(f)) => format!("{f}")
+            .parse::<f64>()
+            .map_or(Json::Null, |d| json!(d)),
         (_, V::Double(f)) => json!(f),
         (_, V::String(s)) | (_, V::Enum(_, s)) => Json::String(s),
         (_, V::Bytes(b)) | (_, V::Fixed(_, b)) => {
@@ -471,11 +495,7 @@ mod tests {
     use crate::schema::{Charset, ColumnSpec};
 
     fn product() -> TableSchema {
-        let c = |name: &str, kind, nullable| ColumnSpec {
-            name: name.into(),
-            kind,
-            nullable,
-        };
+        let c = |name: &str, kind, nullable| ColumnSpec::new(name, kind, nullable);
         TableSchema {
             db: "shop".into(),
             table: "product".into(),

@@ -55,6 +55,13 @@ pub struct ProducerConfig {
     #[arg(long, env = "RTIS_TIMESTAMP_COLUMN", default_value = "last_updated")]
     pub timestamp_column: String,
 
+    /// What a zero date (`0000-00-00`, or a zero month or day, which a permissive `sql_mode`
+    /// allows) in a DATE, DATETIME or TIMESTAMP column becomes: `error` stops with the column and
+    /// position named; `null` emits NULL (those Avro fields are then nullable, even for NOT NULL
+    /// columns). Never a made-up date such as 1970-01-01.
+    #[arg(long, env = "RTIS_ZERO_DATES", value_enum, default_value_t = crate::schema::ZeroDates::Error)]
+    pub zero_dates: crate::schema::ZeroDates,
+
     /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
     #[arg(long, env = "RTIS_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
@@ -330,11 +337,8 @@ impl ProducerConfig {
         let Some(s) = self.since.as_deref() else {
             return Ok(None);
         };
-        let col = crate::schema::ColumnSpec {
-            name: "--since".into(),
-            kind: crate::schema::ColumnKind::Timestamp,
-            nullable: false,
-        };
+        let col =
+            crate::schema::ColumnSpec::new("--since", crate::schema::ColumnKind::Timestamp, false);
         match crate::value::convert(&col, mysql_async::Value::Bytes(s.as_bytes().to_vec())) {
             Ok(crate::value::Datum::TimestampMicros(t)) if s.contains('-') => Ok(Some(t)),
             _ => Err(Error::Config(format!(

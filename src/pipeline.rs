@@ -107,7 +107,10 @@ async fn run_inner(
     let db = opts.db_name().unwrap_or_default().to_string();
     // preflight before anything is written
     let mut conn = preflight::connect(&opts).await?;
-    let facts = preflight::check_source(&mut conn, &db, &cfg.table, &cfg.timestamp_column).await?;
+    let mut facts =
+        preflight::check_source(&mut conn, &db, &cfg.table, &cfg.timestamp_column).await?;
+    facts.zero_dates = cfg.zero_dates;
+    facts.schema = facts.schema.with_zero_dates(cfg.zero_dates);
     let _ = conn.disconnect().await;
     tracing::info!(version = %facts.version, table = %format!("{db}.{}", cfg.table), source = %facts.source, "source preflight passed");
     ensure_topics(cfg).await?;

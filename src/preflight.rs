@@ -26,6 +26,8 @@ pub struct SourceFacts {
     pub timestamp_column: usize,
     /// The binlog files' name before the numeric suffix (`mysql-bin`), to name positions.
     pub binlog_base: Option<String>,
+    /// `--zero-dates`, applied to every schema built for the table (also from table maps).
+    pub zero_dates: crate::schema::ZeroDates,
 }
 
 /// Builds connection options from the URL and the separate password, with a bounded connect.
@@ -340,6 +342,7 @@ pub async fn check_source(
         collations,
         key_names,
         timestamp_column,
+        zero_dates: Default::default(),
         binlog_base: vars
             .get("log_bin_basename")
             .and_then(|p| p.rsplit('/').next())

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::kafka::partition_for;
 use crate::position::{file_seq, BinlogPosition, SourcePos};
 use crate::preflight::{self, SourceFacts};
-use crate::schema::TableSchema;
+use crate::schema::{ColumnKind, TableSchema};
 use crate::sink::Sink;
 use crate::value::{convert, Datum};
 
@@ -90,6 +90,8 @@ pub struct Streamer<'a> {
     file: String,
     gtid: Option<String>,
     in_txn: bool,
+    /// Inside a two-phase XA transaction (after `XA START`, until its XA PREPARE).
+    xa: bool,
     checksum_verified: bool,
     /// The file the stream was requested from, until the server's fake ROTATE confirms it.
     expect_rotate_to: Option<String>,
@@ -152,15 +154,156 @@ fn header_bytes(h: &mysql_async::binlog::events::BinlogEventHeader) -> [u8; 19] 
     b
 }
 
-/// MariaDB GTID event (type 162): seq_no u64, domain_id u32, flags u8.
-fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<(String, bool)> {
+/// MariaDB GTID event flags (`Gtid_log_event::FL_*`).
+const GTID_STANDALONE: u8 = 1;
+const GTID_PREPARED_XA: u8 = 64;
+
+/// A MariaDB GTID event's (type 162: seq_no u64, domain_id u32, flags u8) `domain-server-seq`
+/// and flags.
+fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<(String, u8)> {
     if data.len() < 13 {
         return None;
     }
     let seq = u64::from_le_bytes(data[0..8].try_into().ok()?);
     let domain = u32::from_le_bytes(data[8..12].try_into().ok()?);
-    let standalone = data[12] & 1 != 0;
-    Some((format!("{domain}-{server_id}-{seq}"), standalone))
+    Some((format!("{domain}-{server_id}-{seq}"), data[12]))
+}
+
+/// A statement in the binlog that changes the captured table without row events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatementProblem {
+    /// INSERT/UPDATE/DELETE/REPLACE/LOAD DATA logged as a statement.
+    Dml,
+    /// TRUNCATE: every row goes, with no row events.
+    Truncate,
+}
+
+impl StatementProblem {
+    fn message(self, db: &str, table: &str, stmt: &str, at: &str) -> String {
+        match self {
+            StatementProblem::Dml => format!(
+                "a change to `{db}`.`{table}` is logged as a statement (`{stmt}`), not as row events: rtis \
+                 reads row events only, so it cannot tell which rows changed, and stops here rather than \
+                 skip it (the checkpoint stays before this transaction). A session wrote it with \
+                 binlog_format STATEMENT or MIXED (SET SESSION binlog_format overrides the server's ROW). \
+                 Make every writer use ROW; then start over with a new --topic and --state (a fresh \
+                 snapshot), or `reset --to-position` past {at} if consumers may miss this change"
+            ),
+            StatementProblem::Truncate => format!(
+                "`{stmt}` empties `{db}`.`{table}` without row events, so no delete records can be \
+                 emitted for its rows and consumers would keep rows the table no longer has. rtis stops \
+                 here (the checkpoint stays before it). To go on: start over with a new --topic and \
+                 --state (a fresh snapshot), or `reset --to-position` {at} if consumers are told to \
+                 drop their copy of the table themselves. DELETE FROM `{table}` is captured row by row"
+            ),
+        }
+    }
+}
+
+/// Whether `sql` (a QUERY event run in database `current_db`) changes `db`.`table` without row
+/// events. The table counts as named when an identifier equal to it (case-insensitively, quoted
+/// or not) is qualified with `db`, or unqualified while `current_db` is `db`.
+fn statement_problem(
+    sql: &str,
+    current_db: &str,
+    db: &str,
+    table: &str,
+) -> Option<StatementProblem> {
+    let body = strip_leading_comments(sql);
+    let first: String = body
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let problem = match first.as_str() {
+        "insert" | "update" | "delete" | "replace" | "load" => StatementProblem::Dml,
+        "truncate" => StatementProblem::Truncate,
+        _ => return None,
+    };
+    names_table(body, current_db, db, table).then_some(problem)
+}
+
+fn strip_leading_comments(mut s: &str) -> &str {
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix("/*") {
+            match rest.find("*/") {
+                Some(end) => s = &rest[end + 2..],
+                None => return "",
+            }
+        } else if s.starts_with("--") || s.starts_with('#') {
+            match s.find('\n') {
+                Some(end) => s = &s[end + 1..],
+                None => return "",
+            }
+        } else {
+            return s;
+        }
+    }
+}
+
+/// Identifiers of `sql` in order, with whether each is qualified by the one before (`a`.`b`).
+fn identifiers(sql: &str) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = Vec::new();
+    let b = sql.as_bytes();
+    let mut i = 0;
+    let mut after_dot = false;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'`' {
+            let mut name = String::new();
+            i += 1;
+            while i < b.len() {
+                if b[i] == b'`' {
+                    if b.get(i + 1) == Some(&b'`') {
+                        name.push('`');
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                let ch = sql[i..].chars().next().expect("char boundary");
+                name.push(ch);
+                i += ch.len_utf8();
+            }
+            i += 1;
+            out.push((name, after_dot));
+            after_dot = false;
+        } else if c == b'\'' || c == b'"' {
+            // a string literal: skip it (backslash escapes and doubled quotes)
+            i += 1;
+            while i < b.len() && b[i] != c {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+            after_dot = false;
+        } else if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80 {
+            let start = i;
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80)
+            {
+                i += 1;
+            }
+            out.push((sql[start..i].to_string(), after_dot));
+            after_dot = false;
+        } else {
+            after_dot = c == b'.';
+            i += 1;
+        }
+    }
+    out
+}
+
+fn names_table(sql: &str, current_db: &str, db: &str, table: &str) -> bool {
+    let ids = identifiers(sql);
+    ids.iter().enumerate().any(|(i, (name, qualified))| {
+        name.eq_ignore_ascii_case(table)
+            && if *qualified {
+                i > 0 && ids[i - 1].0.eq_ignore_ascii_case(db)
+            } else {
+                current_db.eq_ignore_ascii_case(db)
+            }
+    })
 }
 
 fn uuid(sid: &[u8; 16]) -> String {
@@ -204,6 +347,7 @@ impl<'a> Streamer<'a> {
             file: String::new(),
             gtid: None,
             in_txn: false,
+            xa: false,
             checksum_verified: false,
             expect_rotate_to: None,
             tables: HashMap::new(),
@@ -404,15 +548,27 @@ impl<'a> Streamer<'a> {
         match ty {
             // MariaDB GTID
             162 => {
-                if let Some((gtid, standalone)) = mariadb_gtid(ev.data(), hdr.server_id()) {
+                if let Some((gtid, flags)) = mariadb_gtid(ev.data(), hdr.server_id()) {
                     self.gtid = Some(gtid);
                     // a standalone group (DDL) has no BEGIN; it ends with its query
-                    self.in_txn = !standalone;
+                    self.in_txn = flags & GTID_STANDALONE == 0;
+                    // the group of a two-phase XA transaction up to its XA PREPARE (its
+                    // `XA START` is this event, not a query)
+                    self.xa = flags & GTID_PREPARED_XA != 0;
                 }
                 return Ok(());
             }
             // MariaDB ANNOTATE_ROWS, BINLOG_CHECKPOINT, GTID_LIST
             160 | 161 | 163 => return Ok(()),
+            // XA_PREPARE: the end of a two-phase XA transaction's event group (its XA COMMIT or
+            // XA ROLLBACK is a group of its own, later); one that changed the captured table
+            // stopped at its rows (see below), so this one changed nothing captured
+            38 => {
+                self.xa = false;
+                self.commit(BinlogPosition::new(self.file.clone(), log_pos), ts_ms)
+                    .await?;
+                return Ok(());
+            }
             164 => {
                 return Err(Error::Binlog {
                     position: self.here(log_pos),
@@ -460,7 +616,27 @@ impl<'a> Streamer<'a> {
             EventData::QueryEvent(q) => {
                 let sql = q.query();
                 let trimmed = sql.trim();
-                if trimmed.eq_ignore_ascii_case("BEGIN") {
+                let t = &self.facts.schema;
+                if let Some(problem) = statement_problem(trimmed, &q.schema(), &t.db, &t.table) {
+                    let stmt: String = trimmed.chars().take(200).collect();
+                    return Err(Error::Binlog {
+                        position: self.here(log_pos),
+                        msg: problem.message(&t.db, &t.table, &stmt, &self.here(log_pos)),
+                    });
+                }
+                let upper: String = trimmed
+                    .chars()
+                    .take(12)
+                    .collect::<String>()
+                    .to_ascii_uppercase();
+                if upper.starts_with("XA START") {
+                    self.xa = true;
+                    self.in_txn = true;
+                } else if upper.starts_with("XA COMMIT") || upper.starts_with("XA ROLLBACK") {
+                    // the group that completes an XA transaction prepared earlier
+                    self.commit(BinlogPosition::new(self.file.clone(), log_pos), ts_ms)
+                        .await?;
+                } else if trimmed.eq_ignore_ascii_case("BEGIN") {
                     self.in_txn = true;
                 } else if trimmed.eq_ignore_ascii_case("COMMIT")
                     || trimmed.eq_ignore_ascii_case("ROLLBACK")
@@ -495,13 +671,12 @@ impl<'a> Streamer<'a> {
                 let id = t.table_id();
                 let same = self.tables.get(&id).is_some_and(|(old, _)| *old == t);
                 if !same {
-                    let table =
-                        TableSchema::from_table_map(&t, &self.facts.collations).map_err(|e| {
-                            Error::Binlog {
-                                position: self.here(log_pos),
-                                msg: e.to_string(),
-                            }
-                        })?;
+                    let table = TableSchema::from_table_map(&t, &self.facts.collations)
+                        .map_err(|e| Error::Binlog {
+                            position: self.here(log_pos),
+                            msg: e.to_string(),
+                        })?
+                        .with_zero_dates(self.facts.zero_dates);
                     let after_ddl = || {
                         self.last_ddl.as_ref().map_or_else(
                             || " (the statement that changed it is before this session's start position)".to_string(),
@@ -548,6 +723,20 @@ impl<'a> Streamer<'a> {
                 let Some(prepared) = self.tables.get(&id).map(|(_, p)| p.clone()) else {
                     return Ok(()); // another table
                 };
+                if self.xa {
+                    return Err(Error::Binlog {
+                        position: self.here(log_pos),
+                        msg: format!(
+                            "a two-phase XA transaction (XA START ... XA PREPARE) changes `{}`.`{}`: its rows \
+                             are in the binlog before the server knows whether it commits (its XA COMMIT or \
+                             XA ROLLBACK comes later, as an event group of its own), and rtis does not hold \
+                             prepared transactions, so it stops here rather than emit rows that may be rolled \
+                             back; the checkpoint stays before this transaction. Write the table with plain \
+                             transactions or XA COMMIT ... ONE PHASE",
+                            prepared.table.db, prepared.table.table
+                        ),
+                    });
+                }
                 if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
                     return Err(Error::Binlog {
                         position: self.here(log_pos),
@@ -607,10 +796,31 @@ impl<'a> Streamer<'a> {
         for (i, col) in cols.iter().enumerate() {
             let d = match row.take(i) {
                 Some(BinlogValue::Value(v)) => convert(col, v),
-                _ => {
+                // MySQL 8's binary JSON
+                Some(BinlogValue::Jsonb(j)) if col.kind == ColumnKind::Json => {
+                    match serde_json::Value::try_from(j) {
+                        Ok(json) => Ok(Datum::Str(crate::value::canonical_json(json))),
+                        Err(e) => {
+                            return Err(Error::Binlog {
+                                position: self.here(log_pos),
+                                msg: format!(
+                                    "`{}`.`{}` column {}: binary JSON that cannot be read: {e}",
+                                    prepared.table.db, prepared.table.table, col.name
+                                ),
+                            })
+                        }
+                    }
+                }
+                other => {
                     return Err(Error::Binlog {
                         position: self.here(log_pos),
-                        msg: format!("column {}: JSON values are not supported", col.name),
+                        msg: format!(
+                            "`{}`.`{}` column {} ({}): unexpected row value {other:?}",
+                            prepared.table.db,
+                            prepared.table.table,
+                            col.name,
+                            crate::schema::kind_name(col.kind)
+                        ),
                     })
                 }
             }
@@ -631,6 +841,7 @@ impl<'a> Streamer<'a> {
     /// A transaction boundary: the next transaction starts at `position`.
     async fn commit(&mut self, position: BinlogPosition, ts_ms: i64) -> Result<()> {
         self.in_txn = false;
+        self.xa = false;
         if let Some(scan) = &mut self.scan {
             if position >= scan.until {
                 scan.done = true;
@@ -918,12 +1129,47 @@ mod tests {
     }
 
     #[test]
+    fn statements_that_change_the_table_without_row_events_are_found() {
+        use StatementProblem::*;
+        let p = |sql: &str, cur: &str| statement_problem(sql, cur, "shop", "product");
+        assert_eq!(p("INSERT INTO product VALUES (1)", "shop"), Some(Dml));
+        assert_eq!(p("/* app */ update `product` set x = 1", "shop"), Some(Dml));
+        assert_eq!(
+            p("DELETE FROM shop.product WHERE id = 1", "other"),
+            Some(Dml)
+        );
+        assert_eq!(p("REPLACE INTO `shop`.`Product` VALUES (1)", ""), Some(Dml));
+        assert_eq!(p("TRUNCATE TABLE product", "shop"), Some(Truncate));
+        assert_eq!(p("truncate shop.product", "x"), Some(Truncate));
+        // another table, another database, a literal that only mentions the name
+        assert_eq!(p("INSERT INTO product_archive VALUES (1)", "shop"), None);
+        assert_eq!(p("INSERT INTO other.product VALUES (1)", "shop"), None);
+        assert_eq!(p("INSERT INTO product VALUES (1)", "other"), None);
+        assert_eq!(p("INSERT INTO log VALUES ('product')", "shop"), None);
+        assert_eq!(p("TRUNCATE TABLE log", "shop"), None);
+        // DDL and transaction control are not changes without row events
+        assert_eq!(p("ALTER TABLE product ADD COLUMN x INT", "shop"), None);
+        assert_eq!(p("SAVEPOINT product", "shop"), None);
+        // an UPDATE that joins the table may change it: stopping is the safe side
+        assert_eq!(
+            p(
+                "UPDATE log JOIN product ON log.id = product.id SET log.x = 1",
+                "shop"
+            ),
+            Some(Dml)
+        );
+    }
+
+    #[test]
     fn mariadb_gtid_events_decode() {
         let mut d = Vec::new();
         d.extend_from_slice(&42u64.to_le_bytes());
         d.extend_from_slice(&7u32.to_le_bytes());
         d.push(1);
-        assert_eq!(mariadb_gtid(&d, 5), Some(("7-5-42".to_string(), true)));
+        assert_eq!(
+            mariadb_gtid(&d, 5),
+            Some(("7-5-42".to_string(), GTID_STANDALONE))
+        );
         assert_eq!(mariadb_gtid(&d[..5], 5), None);
     }
 }

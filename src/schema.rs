@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use mysql_async::binlog::events::{OptionalMetaExtractor, TableMapEvent};
+use mysql_async::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
 use mysql_async::consts::ColumnType;
 
 use crate::error::{Error, Result};
@@ -20,17 +20,72 @@ use crate::error::{Error, Result};
 pub enum Charset {
     /// utf8mb4 / utf8mb3: validated UTF-8.
     Utf8,
-    /// MySQL's latin1, which is Windows-1252.
-    Latin1,
     /// 7-bit ASCII.
     Ascii,
+    /// UTF-32 (big-endian code units), which the Encoding Standard does not define.
+    Utf32,
+    /// Any other supported charset, decoded strictly (a malformed byte sequence is an error,
+    /// never a replacement character) by `encoding_rs`. MySQL's `latin1` is Windows-1252.
+    Other(&'static encoding_rs::Encoding),
+    /// A single-byte charset that `encoding_rs` decodes like MySQL except for the listed bytes
+    /// (MySQL's tables predate the Encoding Standard's; `tests/types.rs` compares every byte).
+    Patched(&'static encoding_rs::Encoding, &'static [(u8, char)]),
 }
 
-/// How a column is represented in Avro.
+/// MySQL/MariaDB charset names rtis decodes, for messages.
+pub const SUPPORTED_CHARSETS: &str =
+    "utf8mb4, utf8mb3, ascii, latin1, latin2, latin7, greek, hebrew, \
+    cp1250, cp1251, cp1256, cp1257, cp866, koi8r, koi8u, macroman, utf16, utf16le, ucs2, utf32, \
+    gbk, gb2312, gb18030, big5, sjis, cp932, ujis, eucjpms, euckr, binary";
+
+/// Maps a charset name (`information_schema` spelling) to how its bytes are decoded;
+/// `Some(None)` is `binary` (bytes, not text), `None` an unsupported charset.
+pub fn charset(name: &str) -> Option<Option<Charset>> {
+    use encoding_rs as e;
+    let enc = |x: &'static e::Encoding| Some(Some(Charset::Other(x)));
+    let patched =
+        |x: &'static e::Encoding, p: &'static [(u8, char)]| Some(Some(Charset::Patched(x, p)));
+    match name.to_ascii_lowercase().as_str() {
+        "binary" => Some(None),
+        "utf8" | "utf8mb3" | "utf8mb4" => Some(Some(Charset::Utf8)),
+        "ascii" => Some(Some(Charset::Ascii)),
+        "utf32" => Some(Some(Charset::Utf32)),
+        "latin1" => enc(e::WINDOWS_1252),
+        "latin2" => enc(e::ISO_8859_2),
+        "latin7" => enc(e::ISO_8859_13),
+        "greek" => patched(e::ISO_8859_7, &[(0xA1, '\u{02BD}'), (0xA2, '\u{02BC}')]),
+        "hebrew" => patched(e::ISO_8859_8, &[(0xAF, '\u{203E}')]),
+        "cp1250" => enc(e::WINDOWS_1250),
+        "cp1251" => enc(e::WINDOWS_1251),
+        "cp1256" => enc(e::WINDOWS_1256),
+        "cp1257" => enc(e::WINDOWS_1257),
+        "cp866" => patched(e::IBM866, &[(0xFC, '\u{207F}'), (0xFD, '\u{00B2}')]),
+        "koi8r" => enc(e::KOI8_R),
+        "koi8u" => patched(
+            e::KOI8_U,
+            &[(0x95, '\u{2022}'), (0xAE, '\u{255D}'), (0xBE, '\u{256C}')],
+        ),
+        "macroman" => enc(e::MACINTOSH),
+        "utf16" | "ucs2" => enc(e::UTF_16BE),
+        "utf16le" => enc(e::UTF_16LE),
+        "gbk" | "gb2312" => enc(e::GBK),
+        "gb18030" => enc(e::GB18030),
+        "big5" => enc(e::BIG5),
+        "sjis" | "cp932" => enc(e::SHIFT_JIS),
+        "ujis" | "eucjpms" => enc(e::EUC_JP),
+        "euckr" => enc(e::EUC_KR),
+        _ => None,
+    }
+}
+
+/// How a column is represented in Avro (the README's type table says the same, per SQL type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ColumnKind {
-    /// TINYINT, SMALLINT, MEDIUMINT (signed or not) and signed INT → Avro `int`.
+    /// TINYINT, SMALLINT, signed INT, and TINYINT/SMALLINT/MEDIUMINT UNSIGNED → Avro `int`.
     Int32,
+    /// Signed MEDIUMINT → Avro `int`. Its 24-bit sign is restored here: the binlog parser hands
+    /// negative values over as their unsigned 24-bit pattern.
+    MediumInt,
     /// INT UNSIGNED and signed BIGINT → Avro `long`.
     Int64,
     /// BIGINT UNSIGNED → Avro `decimal(20,0)` (bytes), so 2^64-1 does not overflow.
@@ -44,14 +99,55 @@ pub enum ColumnKind {
     Double,
     /// CHAR/VARCHAR/TEXT → Avro `string`, decoded from the column's charset.
     String(Charset),
-    /// BINARY/VARBINARY/BLOB → Avro `bytes`.
+    /// VARBINARY/BLOB → Avro `bytes`.
     Bytes,
+    /// BINARY(n) → Avro `bytes` of exactly n bytes: row events strip trailing 0x00 bytes, which
+    /// are restored here, so both paths (and a BINARY(16) key's partition) agree.
+    FixedBytes(u32),
+    /// BIT(n): n = 1 → Avro `boolean`; otherwise `bytes`, big-endian, ceil(n/8) of them (as
+    /// `SELECT HEX(col)` shows them).
+    Bit(u32),
+    /// ENUM → Avro `string`, the member's text (the empty string for MySQL's invalid-value 0).
+    Enum(Charset),
+    /// SET → Avro `string`, the chosen members in definition order, comma-separated.
+    Set(Charset),
+    /// MySQL 8's JSON → Avro `string`, compact JSON text with object keys in a canonical order
+    /// (MariaDB's JSON is a LONGTEXT and arrives as its stored text).
+    Json,
+    /// GEOMETRY and its subtypes → Avro record `Geometry {wkb: bytes, srid: int}`.
+    Geometry,
     /// TIMESTAMP(fsp) → Avro `timestamp-micros` (UTC).
     Timestamp,
     /// DATETIME(fsp) → Avro `local-timestamp-micros` (wall-clock time, no zone).
     DateTime,
     /// DATE → Avro `date`.
     Date,
+    /// TIME(fsp) → Avro `long`: signed microseconds (TIME spans -838:59:59 to 838:59:59, so it
+    /// is a duration, not Avro's time of day).
+    Time,
+    /// YEAR → Avro `int` (0 for YEAR 0000).
+    Year,
+}
+
+impl ColumnKind {
+    /// Types that MySQL lets hold zero or partly zero dates (`0000-00-00`, `2024-00-10`).
+    pub fn has_zero_dates(self) -> bool {
+        matches!(
+            self,
+            ColumnKind::Timestamp | ColumnKind::DateTime | ColumnKind::Date
+        )
+    }
+}
+
+/// What a zero date (`0000-00-00`, `2024-05-00`: legal under a permissive `sql_mode`) becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum ZeroDates {
+    /// Stop with an error naming the column and the binlog position (or the snapshot).
+    #[default]
+    Error,
+    /// Emit NULL. DATE, DATETIME and TIMESTAMP fields are then nullable in the Avro schema
+    /// even where the column is NOT NULL.
+    Null,
 }
 
 /// One column of the captured table.
@@ -59,7 +155,29 @@ pub enum ColumnKind {
 pub struct ColumnSpec {
     pub name: String,
     pub kind: ColumnKind,
+    /// Whether the column is NULLable in SQL.
     pub nullable: bool,
+    /// ENUM and SET members in definition order (empty for other types).
+    pub members: Vec<String>,
+    /// What a zero date in this column becomes.
+    pub zero_dates: ZeroDates,
+}
+
+impl ColumnSpec {
+    pub fn new(name: impl Into<String>, kind: ColumnKind, nullable: bool) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            nullable,
+            members: Vec::new(),
+            zero_dates: ZeroDates::Error,
+        }
+    }
+
+    /// Whether the Avro field is a union with null.
+    pub fn avro_nullable(&self) -> bool {
+        self.nullable || (self.kind.has_zero_dates() && self.zero_dates == ZeroDates::Null)
+    }
 }
 
 /// The captured table's columns and primary key.
@@ -73,6 +191,16 @@ pub struct TableSchema {
 }
 
 impl TableSchema {
+    /// Applies the `--zero-dates` policy to every column.
+    pub fn with_zero_dates(mut self, policy: ZeroDates) -> Self {
+        for c in &mut self.columns {
+            c.zero_dates = policy;
+        }
+        self
+    }
+}
+
+impl TableSchema {
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.columns
             .iter()
@@ -82,10 +210,59 @@ impl TableSchema {
 
 fn unsupported(db: &str, table: &str, column: &str, what: &str) -> Error {
     Error::Schema(format!(
-        "column `{db}`.`{table}`.`{column}` has type {what}, which rtis does not capture yet \
-         (supported: integer types, DECIMAL, FLOAT, DOUBLE, CHAR/VARCHAR/TEXT in utf8/utf8mb4/latin1/ascii, \
-         BINARY/VARBINARY/BLOB, TIMESTAMP, DATETIME, DATE)"
+        "column `{db}`.`{table}`.`{column}` has type {what}, which rtis does not capture \
+         (supported: every integer type, DECIMAL, FLOAT, DOUBLE, BIT, CHAR/VARCHAR/TEXT/ENUM/SET in \
+         {SUPPORTED_CHARSETS}, BINARY/VARBINARY/BLOB, JSON, GEOMETRY types, DATE, TIME, DATETIME, \
+         TIMESTAMP, YEAR; see the README's type table)"
     ))
+}
+
+/// The length in parentheses of a COLUMN_TYPE such as `binary(16)` or `bit(5)`.
+fn type_length(column_type: &str) -> Option<u32> {
+    let open = column_type.find('(')?;
+    let close = column_type[open..].find(')')? + open;
+    column_type[open + 1..close].trim().parse().ok()
+}
+
+/// The members of an `enum('a','b''c')` or `set(...)` COLUMN_TYPE, unquoted.
+pub fn parse_members(column_type: &str) -> Option<Vec<String>> {
+    let open = column_type.find('(')?;
+    let body = column_type[open + 1..].strip_suffix(')')?;
+    let mut out = Vec::new();
+    let mut chars = body.chars().peekable();
+    loop {
+        if chars.next()? != '\'' {
+            return None;
+        }
+        let mut m = String::new();
+        loop {
+            match chars.next()? {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    m.push('\'');
+                }
+                '\'' => break,
+                '\\' => m.push(chars.next()?),
+                c => m.push(c),
+            }
+        }
+        out.push(m);
+        match chars.next() {
+            None => return Some(out),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
+/// The byte length of a CHAR/BINARY column from its table-map metadata (the encoding
+/// `Field_string::do_save_field_metadata` writes: lengths above 255 borrow two bits of byte 0).
+fn string_length(meta: &[u8]) -> u32 {
+    match meta {
+        [b0, b1, ..] if b0 & 0x30 != 0x30 => *b1 as u32 | ((((*b0 as u32) & 0x30) ^ 0x30) << 4),
+        [_, b1, ..] => *b1 as u32,
+        _ => 0,
+    }
 }
 
 fn check_name(db: &str, table: &str, name: &str) -> Result<()> {
@@ -101,17 +278,6 @@ fn check_name(db: &str, table: &str, name: &str) -> Result<()> {
             "column `{db}`.`{table}`.`{name}`: the name is not a valid Avro field name \
              (expected [A-Za-z_][A-Za-z0-9_]*)"
         )))
-    }
-}
-
-/// Maps a charset name (`information_schema` spelling) to a [`ColumnKind`].
-pub fn kind_for_charset(charset: &str) -> Option<ColumnKind> {
-    match charset.to_ascii_lowercase().as_str() {
-        "utf8" | "utf8mb3" | "utf8mb4" => Some(ColumnKind::String(Charset::Utf8)),
-        "latin1" => Some(ColumnKind::String(Charset::Latin1)),
-        "ascii" => Some(ColumnKind::String(Charset::Ascii)),
-        "binary" => Some(ColumnKind::Bytes),
-        _ => None,
     }
 }
 
@@ -139,9 +305,18 @@ impl TableSchema {
         let mut columns = Vec::with_capacity(cols.len());
         for c in cols {
             check_name(db, table, &c.name)?;
-            let unsigned = c.column_type.to_ascii_lowercase().contains("unsigned");
+            let column_type = c.column_type.to_ascii_lowercase();
+            let unsigned = column_type.contains("unsigned");
             let dt = c.data_type.to_ascii_lowercase();
+            let text = |what: &str| -> Result<Option<Charset>> {
+                let cs = c.charset.as_deref().unwrap_or("binary");
+                charset(cs).ok_or_else(|| {
+                    unsupported(db, table, &c.name, &format!("{what} CHARACTER SET {cs}"))
+                })
+            };
+            let mut members = Vec::new();
             let kind = match dt.as_str() {
+                "mediumint" if !unsigned => ColumnKind::MediumInt,
                 "tinyint" | "smallint" | "mediumint" => ColumnKind::Int32,
                 "int" | "integer" if unsigned => ColumnKind::Int64,
                 "int" | "integer" => ColumnKind::Int32,
@@ -153,29 +328,47 @@ impl TableSchema {
                 },
                 "float" => ColumnKind::Float,
                 "double" | "real" => ColumnKind::Double,
+                "bit" => ColumnKind::Bit(type_length(&column_type).unwrap_or(1)),
                 "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => {
-                    let cs = c.charset.as_deref().unwrap_or("binary");
-                    kind_for_charset(cs).ok_or_else(|| {
-                        unsupported(
-                            db,
-                            table,
-                            &c.name,
-                            &format!("{} CHARACTER SET {cs}", c.column_type),
-                        )
-                    })?
+                    match text(&c.column_type)? {
+                        Some(cs) => ColumnKind::String(cs),
+                        None if dt == "char" => {
+                            ColumnKind::FixedBytes(type_length(&column_type).unwrap_or(1))
+                        }
+                        None => ColumnKind::Bytes,
+                    }
                 }
-                "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
-                    ColumnKind::Bytes
+                "binary" => ColumnKind::FixedBytes(type_length(&column_type).unwrap_or(1)),
+                "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => ColumnKind::Bytes,
+                "enum" | "set" => {
+                    let cs = text(&dt.to_ascii_uppercase())?.unwrap_or(Charset::Utf8);
+                    members = parse_members(&c.column_type).ok_or_else(|| {
+                        Error::Schema(format!(
+                            "column `{db}`.`{table}`.`{}`: cannot read the members of {}",
+                            c.name, c.column_type
+                        ))
+                    })?;
+                    if dt == "enum" {
+                        ColumnKind::Enum(cs)
+                    } else {
+                        ColumnKind::Set(cs)
+                    }
+                }
+                "json" => ColumnKind::Json,
+                "geometry" | "point" | "linestring" | "polygon" | "multipoint"
+                | "multilinestring" | "multipolygon" | "geometrycollection" | "geomcollection" => {
+                    ColumnKind::Geometry
                 }
                 "timestamp" => ColumnKind::Timestamp,
                 "datetime" => ColumnKind::DateTime,
                 "date" => ColumnKind::Date,
+                "time" => ColumnKind::Time,
+                "year" => ColumnKind::Year,
                 _ => return Err(unsupported(db, table, &c.name, &c.column_type)),
             };
             columns.push(ColumnSpec {
-                name: c.name.clone(),
-                kind,
-                nullable: c.nullable,
+                members,
+                ..ColumnSpec::new(c.name.clone(), kind, c.nullable)
             });
         }
         let mut key = Vec::with_capacity(key_names.len());
@@ -218,7 +411,41 @@ impl TableSchema {
         let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta()).map_err(meta_err)?;
         let mut signedness = extractor.iter_signedness();
         let mut charsets = extractor.iter_charset();
+        let mut enum_set_charsets = extractor.iter_enum_and_set_charset();
         let mut names = extractor.iter_column_name();
+        // the extractor drops ENUM and SET members: read them here (raw bytes, one list per
+        // ENUM column and one per SET column, in column order)
+        let mut enum_members: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut set_members: Vec<Vec<Vec<u8>>> = Vec::new();
+        for field in tme.iter_optional_meta() {
+            match field.map_err(meta_err)? {
+                OptionalMetadataField::EnumStrValue(v) => {
+                    for col in v.iter_values() {
+                        let col = col.map_err(meta_err)?;
+                        enum_members.push(
+                            col.values()
+                                .iter()
+                                .map(|m| m.value_raw().to_vec())
+                                .collect(),
+                        );
+                    }
+                }
+                OptionalMetadataField::SetStrValue(v) => {
+                    for col in v.iter_values() {
+                        let col = col.map_err(meta_err)?;
+                        set_members.push(
+                            col.values()
+                                .iter()
+                                .map(|m| m.value_raw().to_vec())
+                                .collect(),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (mut enum_members, mut set_members) =
+            (enum_members.into_iter(), set_members.into_iter());
         let nulls = tme.null_bitmask();
         let n = tme.columns_count() as usize;
         let mut columns = Vec::with_capacity(n);
@@ -243,18 +470,27 @@ impl TableSchema {
             } else {
                 false
             };
-            let charset = if ty.is_character_type() {
+            let charset_id = if ty.is_character_type() {
                 Some(charsets.next().transpose().map_err(meta_err)?.unwrap_or(63))
+            } else if ty.is_enum_or_set_type() {
+                Some(
+                    enum_set_charsets
+                        .next()
+                        .transpose()
+                        .map_err(meta_err)?
+                        .unwrap_or(63),
+                )
             } else {
                 None
             };
-            let text_kind = |what: &str| -> Result<ColumnKind> {
-                let id = charset.unwrap_or(63);
+            // the column's charset: Some(None) for binary
+            let text = |what: &str| -> Result<Option<Charset>> {
+                let id = charset_id.unwrap_or(63);
                 let cs = collations
                     .get(&id)
                     .map(String::as_str)
                     .unwrap_or(if id == 63 { "binary" } else { "unknown" });
-                kind_for_charset(cs).ok_or_else(|| {
+                charset(cs).ok_or_else(|| {
                     unsupported(
                         &db,
                         &table,
@@ -263,8 +499,31 @@ impl TableSchema {
                     )
                 })
             };
+            let members = |raw: Option<Vec<Vec<u8>>>,
+                           what: &str|
+             -> Result<(Charset, Vec<String>)> {
+                let cs = text(what)?.unwrap_or(Charset::Utf8);
+                let raw = raw.ok_or_else(|| {
+                    Error::Schema(format!(
+                        "the binlog's table map for `{db}`.`{table}` has no {what} members for column {name}: \
+                         binlog_row_metadata must be FULL"
+                    ))
+                })?;
+                let list = raw
+                    .into_iter()
+                    .map(|m| crate::value::decode_text(cs, m))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        Error::Schema(format!(
+                            "column `{db}`.`{table}`.`{name}`: {what} member: {e}"
+                        ))
+                    })?;
+                Ok((cs, list))
+            };
+            let mut column_members = Vec::new();
             use ColumnType::*;
             let kind = match ty {
+                MYSQL_TYPE_INT24 if !unsigned => ColumnKind::MediumInt,
                 MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 => ColumnKind::Int32,
                 MYSQL_TYPE_LONG if unsigned => ColumnKind::Int64,
                 MYSQL_TYPE_LONG => ColumnKind::Int32,
@@ -276,27 +535,53 @@ impl TableSchema {
                 },
                 MYSQL_TYPE_FLOAT => ColumnKind::Float,
                 MYSQL_TYPE_DOUBLE => ColumnKind::Double,
-                MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING => text_kind("VARCHAR")?,
-                MYSQL_TYPE_STRING => {
-                    // the real type of ENUM/SET columns hides in the metadata
-                    if let Some(&real) = meta.first() {
-                        if real == MYSQL_TYPE_ENUM as u8 || real == MYSQL_TYPE_SET as u8 {
-                            return Err(unsupported(&db, &table, &name, "ENUM/SET"));
-                        }
-                    }
-                    text_kind("CHAR")?
+                MYSQL_TYPE_BIT if meta.len() >= 2 => {
+                    ColumnKind::Bit(meta[1] as u32 * 8 + meta[0] as u32)
                 }
-                MYSQL_TYPE_BLOB => text_kind("BLOB/TEXT")?,
+                MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING => match text("VARCHAR")? {
+                    Some(cs) => ColumnKind::String(cs),
+                    None => ColumnKind::Bytes,
+                },
+                MYSQL_TYPE_STRING => match text("CHAR")? {
+                    Some(cs) => ColumnKind::String(cs),
+                    None => ColumnKind::FixedBytes(string_length(meta)),
+                },
+                MYSQL_TYPE_ENUM => {
+                    let (cs, list) = members(enum_members.next(), "ENUM")?;
+                    column_members = list;
+                    ColumnKind::Enum(cs)
+                }
+                MYSQL_TYPE_SET => {
+                    let (cs, list) = members(set_members.next(), "SET")?;
+                    column_members = list;
+                    ColumnKind::Set(cs)
+                }
+                MYSQL_TYPE_BLOB => match text("BLOB/TEXT")? {
+                    Some(cs) => ColumnKind::String(cs),
+                    None => ColumnKind::Bytes,
+                },
+                MYSQL_TYPE_JSON => ColumnKind::Json,
+                MYSQL_TYPE_GEOMETRY => ColumnKind::Geometry,
                 MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => ColumnKind::Timestamp,
                 MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => ColumnKind::DateTime,
                 MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => ColumnKind::Date,
+                MYSQL_TYPE_TIME2 => ColumnKind::Time,
+                MYSQL_TYPE_TIME => {
+                    return Err(unsupported(
+                        &db,
+                        &table,
+                        &name,
+                        "TIME in the pre-5.6 storage format (its sign is not decoded); \
+                         rebuild the table (ALTER TABLE ... FORCE) to store it in the current format",
+                    ))
+                }
+                MYSQL_TYPE_YEAR => ColumnKind::Year,
                 other => return Err(unsupported(&db, &table, &name, &format!("{other:?}"))),
             };
             let nullable = nulls.get(i).map(|b| *b).unwrap_or(true);
             columns.push(ColumnSpec {
-                name,
-                kind,
-                nullable,
+                members: column_members,
+                ..ColumnSpec::new(name, kind, nullable)
             });
         }
         let key: Vec<usize> = extractor
@@ -328,6 +613,7 @@ impl TableSchema {
 pub fn kind_name(kind: ColumnKind) -> String {
     match kind {
         ColumnKind::Int32 => "INT (32-bit)".into(),
+        ColumnKind::MediumInt => "MEDIUMINT".into(),
         ColumnKind::Int64 => "BIGINT / INT UNSIGNED (64-bit)".into(),
         ColumnKind::UInt64 => "BIGINT UNSIGNED".into(),
         ColumnKind::Decimal { precision, scale } => format!("DECIMAL({precision},{scale})"),
@@ -338,6 +624,14 @@ pub fn kind_name(kind: ColumnKind) -> String {
         ColumnKind::Timestamp => "TIMESTAMP".into(),
         ColumnKind::DateTime => "DATETIME".into(),
         ColumnKind::Date => "DATE".into(),
+        ColumnKind::FixedBytes(n) => format!("BINARY({n})"),
+        ColumnKind::Bit(n) => format!("BIT({n})"),
+        ColumnKind::Enum(_) => "ENUM".into(),
+        ColumnKind::Set(_) => "SET".into(),
+        ColumnKind::Json => "JSON".into(),
+        ColumnKind::Geometry => "GEOMETRY".into(),
+        ColumnKind::Time => "TIME".into(),
+        ColumnKind::Year => "YEAR".into(),
     }
 }
 
@@ -357,6 +651,12 @@ pub fn describe_changes(old: &TableSchema, new: &TableSchema) -> Vec<String> {
                 c.name,
                 kind_name(c.kind),
                 kind_name(n.kind)
+            )),
+            Some(n) if n.members != c.members => out.push(format!(
+                "column {} members changed from ({}) to ({})",
+                c.name,
+                c.members.join(", "),
+                n.members.join(", ")
             )),
             Some(n) if n.nullable != c.nullable => out.push(format!(
                 "column {} is now {}",
@@ -405,11 +705,7 @@ mod tests {
     use super::*;
 
     fn col(name: &str, kind: ColumnKind, nullable: bool) -> ColumnSpec {
-        ColumnSpec {
-            name: name.into(),
-            kind,
-            nullable,
-        }
+        ColumnSpec::new(name, kind, nullable)
     }
 
     fn product(price: ColumnKind, key: Vec<usize>) -> TableSchema {

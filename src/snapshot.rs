@@ -47,6 +47,12 @@ pub async fn open_consistent(opts: &Opts, mariadb: bool) -> Result<(Conn, Binlog
     conn.query_drop("SET SESSION time_zone = '+00:00'")
         .await
         .map_err(q)?;
+    // text as its stored bytes, in the column's charset (as row events carry it), so one
+    // decoder serves both paths: a conversion to the connection's utf8mb4 here would be decoded
+    // a second time as the column's charset
+    conn.query_drop("SET SESSION character_set_results = binary")
+        .await
+        .map_err(q)?;
     conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .await
         .map_err(q)?;

@@ -7,7 +7,7 @@
 
 use mysql_async::Value;
 
-use crate::schema::{Charset, ColumnKind, ColumnSpec};
+use crate::schema::{Charset, ColumnKind, ColumnSpec, ZeroDates};
 
 /// A column value, typed by the column's [`ColumnKind`].
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +27,13 @@ pub enum Datum {
     DateTimeMicros(i64),
     /// Days since 1970-01-01.
     Date(i32),
+    /// BIT(1).
+    Bool(bool),
+    /// A geometry: its SRID and its WKB.
+    Geometry {
+        srid: u32,
+        wkb: Vec<u8>,
+    },
 }
 
 /// Why a value could not be converted.
@@ -83,12 +90,9 @@ pub fn format_date(days: i32) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn micros_of(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> Option<i64> {
-    if mo == 0 || d == 0 {
-        return None; // zero dates have no instant
-    }
+fn micros_of(y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, us: u32) -> i64 {
     let days = days_from_civil(y as i64, mo as u32, d as u32);
-    Some(((days * 86_400 + h as i64 * 3600 + mi as i64 * 60 + s as i64) * 1_000_000) + us as i64)
+    ((days * 86_400 + h as i64 * 3600 + mi as i64 * 60 + s as i64) * 1_000_000) + us as i64
 }
 
 /// Parses `YYYY-MM-DD[ HH:MM:SS[.ffffff]]` (text protocol) into broken-down fields.
@@ -142,7 +146,8 @@ fn parse_epoch_text(s: &str) -> Option<i64> {
     Some(sec * 1_000_000 + us)
 }
 
-/// Decodes text bytes in the column's charset.
+/// Decodes text bytes in the column's charset, strictly: a byte sequence that is not valid in
+/// the charset is an error, never a replacement character.
 pub fn decode_text(charset: Charset, bytes: Vec<u8>) -> Result<String, String> {
     match charset {
         Charset::Utf8 => String::from_utf8(bytes).map_err(|e| format!("invalid utf8: {e}")),
@@ -153,21 +158,35 @@ pub fn decode_text(charset: Charset, bytes: Vec<u8>) -> Result<String, String> {
                 Err("non-ASCII byte in an ascii column".into())
             }
         }
-        Charset::Latin1 => Ok(bytes.into_iter().map(cp1252).collect()),
-    }
-}
-
-/// MySQL's latin1 is Windows-1252: 0x80..0x9F map to typographic characters; the five bytes
-/// that cp1252 leaves undefined map to the C1 control of the same value (as MySQL does).
-fn cp1252(b: u8) -> char {
-    const HIGH: [u16; 32] = [
-        0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
-        0x2039, 0x0152, 0x008D, 0x017D, 0x008F, 0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022,
-        0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178,
-    ];
-    match b {
-        0x80..=0x9F => char::from_u32(HIGH[(b - 0x80) as usize] as u32).expect("valid code point"),
-        _ => b as char,
+        Charset::Utf32 => {
+            if bytes.len() % 4 != 0 {
+                return Err(format!(
+                    "{} bytes is not a whole number of utf32 characters",
+                    bytes.len()
+                ));
+            }
+            bytes
+                .chunks_exact(4)
+                .map(|c| {
+                    let u = u32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+                    char::from_u32(u).ok_or_else(|| format!("invalid utf32 code point {u:#x}"))
+                })
+                .collect()
+        }
+        Charset::Other(enc) => enc
+            .decode_without_bom_handling_and_without_replacement(&bytes)
+            .map(|s| s.into_owned())
+            .ok_or_else(|| format!("a byte sequence that is not valid {}", enc.name())),
+        Charset::Patched(enc, overrides) => bytes
+            .iter()
+            .map(|&b| match overrides.iter().find(|(x, _)| *x == b) {
+                Some((_, c)) => Ok(*c),
+                None => enc
+                    .decode_without_bom_handling_and_without_replacement(&[b])
+                    .and_then(|s| s.chars().next())
+                    .ok_or_else(|| format!("byte {b:#04x} is not valid {}", enc.name())),
+            })
+            .collect(),
     }
 }
 
@@ -216,9 +235,42 @@ fn as_text(v: &Value) -> Option<&str> {
     }
 }
 
+/// What a zero or partly zero date becomes in `col`, under its `--zero-dates` policy.
+fn zero_date(col: &ColumnSpec, v: &Value) -> Result<Datum, ConvertError> {
+    match col.zero_dates {
+        ZeroDates::Null => Ok(Datum::Null),
+        ZeroDates::Error => Err(ConvertError {
+            column: col.name.clone(),
+            msg: format!(
+                "zero date {} (MySQL's '0000-00-00', allowed by a permissive sql_mode) has no \
+                 {} value: fix the row, or start with --zero-dates null to emit NULL for it",
+                render_value(v),
+                crate::schema::kind_name(col.kind)
+            ),
+        }),
+    }
+}
+
+fn render_value(v: &Value) -> String {
+    match v {
+        Value::Bytes(b) => format!("'{}'", String::from_utf8_lossy(b)),
+        Value::Date(y, mo, d, h, mi, s, us) => {
+            format!("'{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}'")
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// A date's broken-down fields, or `None` for a zero or partly zero date.
+fn civil(y: u16, mo: u8, d: u8) -> Option<(u16, u8, u8)> {
+    (mo > 0 && d > 0).then_some((y, mo, d))
+}
+
 /// Converts a value from the binlog or from a snapshot query into a [`Datum`].
 ///
-/// Snapshot queries must run with `time_zone = '+00:00'` so TIMESTAMP text is UTC.
+/// This is the one conversion both paths share, so a value read either way is the same datum.
+/// Snapshot queries must run with `time_zone = '+00:00'` (TIMESTAMP text is then UTC) and
+/// `character_set_results = binary` (text arrives as its stored bytes, as in row events).
 pub fn convert(col: &ColumnSpec, v: Value) -> Result<Datum, ConvertError> {
     let err = |msg: String| ConvertError {
         column: col.name.clone(),
@@ -232,15 +284,26 @@ pub fn convert(col: &ColumnSpec, v: Value) -> Result<Datum, ConvertError> {
         };
     }
     let bad = |v: &Value| err(format!("unexpected value {v:?} for {:?}", col.kind));
+    let int = |v: &Value| -> Result<i64, ConvertError> {
+        match *v {
+            Value::Int(i) => Ok(i),
+            Value::UInt(u) => i64::try_from(u).map_err(|_| bad(v)),
+            ref other => as_text(other)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad(other)),
+        }
+    };
     Ok(match col.kind {
-        ColumnKind::Int32 | ColumnKind::Int64 => match v {
-            Value::Int(i) => Datum::Int(i),
-            Value::UInt(u) => Datum::Int(i64::try_from(u).map_err(|_| bad(&v))?),
-            ref other => Datum::Int(
-                as_text(other)
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| bad(other))?,
-            ),
+        ColumnKind::Int32 | ColumnKind::Int64 => Datum::Int(int(&v)?),
+        ColumnKind::MediumInt => {
+            // mysql_common reads a signed 24-bit value without sign extension
+            let i = int(&v)?;
+            Datum::Int(if i >= 1 << 23 { i - (1 << 24) } else { i })
+        }
+        ColumnKind::Year => match v {
+            // the binlog parser renders YEAR as 1900 + the stored byte; YEAR 0000 is byte 0
+            Value::Bytes(ref b) if b.as_slice() == b"1900" => Datum::Int(0),
+            ref other => Datum::Int(int(other)?),
         },
         ColumnKind::UInt64 => match v {
             Value::UInt(u) => Datum::UInt(u),
@@ -282,49 +345,214 @@ pub fn convert(col: &ColumnSpec, v: Value) -> Result<Datum, ConvertError> {
             Value::Bytes(b) => Datum::Bytes(b),
             other => return Err(bad(&other)),
         },
+        ColumnKind::FixedBytes(n) => match v {
+            // row events strip BINARY(n)'s trailing 0x00 bytes; SELECT shows them
+            Value::Bytes(mut b) if b.len() <= n as usize => {
+                b.resize(n as usize, 0);
+                Datum::Bytes(b)
+            }
+            other => return Err(bad(&other)),
+        },
+        ColumnKind::Bit(n) => {
+            let Value::Bytes(b) = v else {
+                return Err(bad(&v));
+            };
+            let width = n.div_ceil(8) as usize;
+            if b.len() > width {
+                return Err(bad(&Value::Bytes(b)));
+            }
+            // big-endian, left-padded to ceil(n/8) bytes
+            let mut out = vec![0u8; width - b.len()];
+            out.extend_from_slice(&b);
+            if n == 1 {
+                Datum::Bool(out.iter().any(|&x| x != 0))
+            } else {
+                Datum::Bytes(out)
+            }
+        }
+        ColumnKind::Enum(cs) => match v {
+            // the binlog holds the member's 1-based index; 0 is MySQL's invalid-value ''
+            Value::Int(0) | Value::UInt(0) => Datum::Str(String::new()),
+            Value::Int(_) | Value::UInt(_) => {
+                let i = int(&v)? as usize;
+                Datum::Str(col.members.get(i - 1).cloned().ok_or_else(|| {
+                    err(format!(
+                        "ENUM index {i} beyond its {} members",
+                        col.members.len()
+                    ))
+                })?)
+            }
+            Value::Bytes(b) => Datum::Str(decode_text(cs, b).map_err(err)?),
+            other => return Err(bad(&other)),
+        },
+        ColumnKind::Set(cs) => match v {
+            Value::Bytes(b)
+                if !col.members.is_empty() && b.len() == col.members.len().div_ceil(8) =>
+            {
+                // the binlog holds the member bitmap, little-endian
+                let mut chosen = Vec::new();
+                for (i, m) in col.members.iter().enumerate() {
+                    if b[i / 8] & (1 << (i % 8)) != 0 {
+                        chosen.push(m.as_str());
+                    }
+                }
+                if b.len() * 8 > col.members.len() {
+                    let extra =
+                        (col.members.len()..b.len() * 8).any(|i| b[i / 8] & (1 << (i % 8)) != 0);
+                    if extra {
+                        return Err(err(format!(
+                            "SET bitmap {b:02x?} names members beyond its {}",
+                            col.members.len()
+                        )));
+                    }
+                }
+                Datum::Str(chosen.join(","))
+            }
+            Value::Bytes(b) => Datum::Str(decode_text(cs, b).map_err(err)?),
+            Value::Int(_) | Value::UInt(_) => {
+                let bits = int(&v)? as u64;
+                let chosen: Vec<&str> = col
+                    .members
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| bits & (1 << i) != 0)
+                    .map(|(_, m)| m.as_str())
+                    .collect();
+                Datum::Str(chosen.join(","))
+            }
+            other => return Err(bad(&other)),
+        },
+        ColumnKind::Json => match v {
+            Value::Bytes(b) => {
+                let text =
+                    std::str::from_utf8(&b).map_err(|e| err(format!("JSON is not utf8: {e}")))?;
+                let json: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| err(format!("invalid JSON text: {e}")))?;
+                Datum::Str(canonical_json(json))
+            }
+            other => return Err(bad(&other)),
+        },
+        ColumnKind::Geometry => match v {
+            // MySQL's internal form: 4-byte little-endian SRID, then WKB
+            Value::Bytes(b) if b.len() >= 4 => Datum::Geometry {
+                srid: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+                wkb: b[4..].to_vec(),
+            },
+            other => return Err(bad(&other)),
+        },
+        ColumnKind::Time => match v {
+            Value::Time(neg, days, h, mi, s, us) => {
+                let secs = ((days as i64 * 24 + h as i64) * 60 + mi as i64) * 60 + s as i64;
+                let micros = secs * 1_000_000 + us as i64;
+                Datum::Int(if neg { -micros } else { micros })
+            }
+            ref other => Datum::Int(
+                as_text(other)
+                    .and_then(parse_time_text)
+                    .ok_or_else(|| bad(other))?,
+            ),
+        },
         ColumnKind::Timestamp => match v {
+            // the zero TIMESTAMP is stored as 0 (the type's range starts at 1970-01-01 00:00:01)
+            Value::Int(0) => return zero_date(col, &v),
             // old 4-byte TIMESTAMP from the binlog
             Value::Int(sec) => Datum::TimestampMicros(sec * 1_000_000),
-            Value::Date(y, mo, d, h, mi, s, us) => {
-                Datum::TimestampMicros(micros_of(y, mo, d, h, mi, s, us).ok_or_else(|| bad(&v))?)
-            }
+            Value::Date(y, mo, d, h, mi, s, us) => match civil(y, mo, d) {
+                Some((y, mo, d)) => Datum::TimestampMicros(micros_of(y, mo, d, h, mi, s, us)),
+                None => return zero_date(col, &v),
+            },
             ref other => {
                 let s = as_text(other).ok_or_else(|| bad(other))?;
-                let micros = if s.contains('-') {
-                    parse_datetime_text(s)
-                        .and_then(|(y, mo, d, h, mi, sec, us)| micros_of(y, mo, d, h, mi, sec, us))
+                if s.contains('-') {
+                    let (y, mo, d, h, mi, sec, us) =
+                        parse_datetime_text(s).ok_or_else(|| bad(other))?;
+                    match civil(y, mo, d) {
+                        Some((y, mo, d)) => {
+                            Datum::TimestampMicros(micros_of(y, mo, d, h, mi, sec, us))
+                        }
+                        None => return zero_date(col, other),
+                    }
                 } else {
-                    parse_epoch_text(s)
-                };
-                Datum::TimestampMicros(micros.ok_or_else(|| bad(other))?)
+                    match parse_epoch_text(s).ok_or_else(|| bad(other))? {
+                        0 => return zero_date(col, other),
+                        t => Datum::TimestampMicros(t),
+                    }
+                }
             }
         },
-        ColumnKind::DateTime => match v {
-            Value::Date(y, mo, d, h, mi, s, us) => {
-                Datum::DateTimeMicros(micros_of(y, mo, d, h, mi, s, us).ok_or_else(|| bad(&v))?)
-            }
-            ref other => {
-                let s = as_text(other).ok_or_else(|| bad(other))?;
-                let micros = parse_datetime_text(s)
-                    .and_then(|(y, mo, d, h, mi, sec, us)| micros_of(y, mo, d, h, mi, sec, us));
-                Datum::DateTimeMicros(micros.ok_or_else(|| bad(other))?)
-            }
-        },
-        ColumnKind::Date => {
-            let fields = match v {
-                Value::Date(y, mo, d, ..) => Some((y, mo, d)),
+        ColumnKind::DateTime => {
+            let (y, mo, d, h, mi, s, us) = match v {
+                Value::Date(y, mo, d, h, mi, s, us) => (y, mo, d, h, mi, s, us),
                 ref other => as_text(other)
                     .and_then(parse_datetime_text)
-                    .map(|(y, mo, d, ..)| (y, mo, d)),
+                    .ok_or_else(|| bad(other))?,
             };
-            match fields {
-                Some((y, mo, d)) if mo > 0 && d > 0 => {
+            match civil(y, mo, d) {
+                Some((y, mo, d)) => Datum::DateTimeMicros(micros_of(y, mo, d, h, mi, s, us)),
+                None => return zero_date(col, &v),
+            }
+        }
+        ColumnKind::Date => {
+            let (y, mo, d) = match v {
+                Value::Date(y, mo, d, ..) => (y, mo, d),
+                ref other => as_text(other)
+                    .and_then(parse_datetime_text)
+                    .map(|(y, mo, d, ..)| (y, mo, d))
+                    .ok_or_else(|| bad(other))?,
+            };
+            match civil(y, mo, d) {
+                Some((y, mo, d)) => {
                     Datum::Date(days_from_civil(y as i64, mo as u32, d as u32) as i32)
                 }
-                _ => return Err(err("zero or malformed DATE".into())),
+                None => return zero_date(col, &v),
             }
         }
     })
+}
+
+/// Parses TIME text `[-]HHH:MM:SS[.ffffff]` into signed microseconds.
+fn parse_time_text(s: &str) -> Option<i64> {
+    let (neg, body) = match s.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, s),
+    };
+    let (hms, frac) = match body.split_once('.') {
+        Some((a, b)) => (a, b),
+        None => (body, ""),
+    };
+    let mut p = hms.split(':');
+    let h: i64 = p.next()?.parse().ok()?;
+    let m: i64 = p.next()?.parse().ok()?;
+    let sec: i64 = p.next()?.parse().ok()?;
+    if p.next().is_some() || frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let us: i64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<i64>().ok()? * 10i64.pow(6 - frac.len() as u32)
+    };
+    let micros = (h * 3600 + m * 60 + sec) * 1_000_000 + us;
+    Some(if neg { -micros } else { micros })
+}
+
+/// Canonical JSON text: compact, object keys sorted by their UTF-8 bytes at every level, so the
+/// snapshot's text and the binlog's binary JSON of one document give the same string.
+pub fn canonical_json(v: serde_json::Value) -> String {
+    fn sort(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut entries: Vec<(String, serde_json::Value)> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sort(v))).collect())
+            }
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(sort).collect())
+            }
+            other => other,
+        }
+    }
+    sort(v).to_string()
 }
 
 #[cfg(test)]
@@ -332,11 +560,7 @@ mod tests {
     use super::*;
 
     fn col(kind: ColumnKind) -> ColumnSpec {
-        ColumnSpec {
-            name: "c".into(),
-            kind,
-            nullable: true,
-        }
+        ColumnSpec::new("c", kind, true)
     }
 
     #[test]
@@ -402,10 +626,14 @@ mod tests {
         );
     }
 
+    fn latin1() -> Charset {
+        crate::schema::charset("latin1").unwrap().unwrap()
+    }
+
     #[test]
     fn latin1_is_windows_1252_and_utf8_is_validated() {
         assert_eq!(
-            decode_text(Charset::Latin1, vec![0x43, 0x61, 0x66, 0xE9, 0x80]).unwrap(),
+            decode_text(latin1(), vec![0x43, 0x61, 0x66, 0xE9, 0x80]).unwrap(),
             "Café€"
         );
         assert!(decode_text(Charset::Utf8, vec![0xE9]).is_err());
@@ -413,15 +641,153 @@ mod tests {
     }
 
     #[test]
+    fn binlog_renderings_of_the_four_issue_14_defects_are_mended() {
+        // MEDIUMINT: mysql_common hands -8388608 over as its unsigned 24-bit pattern
+        let m = col(ColumnKind::MediumInt);
+        assert_eq!(
+            convert(&m, Value::Int(8_388_608)).unwrap(),
+            Datum::Int(-8_388_608)
+        );
+        assert_eq!(convert(&m, Value::Int(16_777_215)).unwrap(), Datum::Int(-1));
+        assert_eq!(
+            convert(&m, Value::Int(-8_388_608)).unwrap(),
+            Datum::Int(-8_388_608)
+        );
+        assert_eq!(
+            convert(&m, Value::Int(8_388_607)).unwrap(),
+            Datum::Int(8_388_607)
+        );
+        // BINARY(4): row events strip trailing zero bytes
+        let b = col(ColumnKind::FixedBytes(4));
+        assert_eq!(
+            convert(&b, Value::Bytes(vec![1])).unwrap(),
+            Datum::Bytes(vec![1, 0, 0, 0])
+        );
+        assert_eq!(
+            convert(&b, Value::Bytes(vec![1, 0, 0, 0])).unwrap(),
+            Datum::Bytes(vec![1, 0, 0, 0])
+        );
+        assert!(convert(&b, Value::Bytes(vec![1; 5])).is_err());
+        // the zero TIMESTAMP is 0 in the binlog, a zero Date in the snapshot: never 1970
+        let mut t = col(ColumnKind::Timestamp);
+        for v in [
+            Value::Bytes(b"0".to_vec()),
+            Value::Int(0),
+            Value::Date(0, 0, 0, 0, 0, 0, 0),
+            Value::Bytes(b"0000-00-00 00:00:00".to_vec()),
+        ] {
+            let e = convert(&t, v).unwrap_err();
+            assert!(e.to_string().contains("--zero-dates null"), "{e}");
+        }
+        t.zero_dates = ZeroDates::Null;
+        assert_eq!(
+            convert(&t, Value::Bytes(b"0".to_vec())).unwrap(),
+            Datum::Null
+        );
+        assert_eq!(
+            convert(&t, Value::Bytes(b"1".to_vec())).unwrap(),
+            Datum::TimestampMicros(1_000_000)
+        );
+        let mut d = col(ColumnKind::Date);
+        assert!(convert(&d, Value::Date(2024, 0, 10, 0, 0, 0, 0)).is_err());
+        d.zero_dates = ZeroDates::Null;
+        assert_eq!(
+            convert(&d, Value::Date(2024, 0, 10, 0, 0, 0, 0)).unwrap(),
+            Datum::Null
+        );
+    }
+
+    #[test]
+    fn time_year_bit_enum_set_and_geometry_agree_across_renderings() {
+        let t = col(ColumnKind::Time);
+        let binlog = convert(&t, Value::Time(true, 34, 22, 59, 59, 0)).unwrap();
+        assert_eq!(binlog, Datum::Int(-3_020_399_000_000));
+        assert_eq!(
+            convert(&t, Value::Bytes(b"-838:59:59".to_vec())).unwrap(),
+            binlog
+        );
+        assert_eq!(
+            convert(&t, Value::Bytes(b"00:00:00.5".to_vec())).unwrap(),
+            Datum::Int(500_000)
+        );
+        let y = col(ColumnKind::Year);
+        assert_eq!(
+            convert(&y, Value::Bytes(b"1900".to_vec())).unwrap(),
+            Datum::Int(0)
+        );
+        assert_eq!(
+            convert(&y, Value::Bytes(b"2155".to_vec())).unwrap(),
+            Datum::Int(2155)
+        );
+        assert_eq!(convert(&y, Value::UInt(2024)).unwrap(), Datum::Int(2024));
+        assert_eq!(
+            convert(&col(ColumnKind::Bit(1)), Value::Bytes(vec![1])).unwrap(),
+            Datum::Bool(true)
+        );
+        assert_eq!(
+            convert(&col(ColumnKind::Bit(10)), Value::Bytes(vec![1])).unwrap(),
+            Datum::Bytes(vec![0, 1])
+        );
+        let mut e = col(ColumnKind::Enum(Charset::Utf8));
+        e.members = vec!["a".into(), "b".into()];
+        assert_eq!(convert(&e, Value::Int(2)).unwrap(), Datum::Str("b".into()));
+        assert_eq!(
+            convert(&e, Value::Int(0)).unwrap(),
+            Datum::Str(String::new())
+        );
+        assert_eq!(
+            convert(&e, Value::Bytes(b"b".to_vec())).unwrap(),
+            Datum::Str("b".into())
+        );
+        assert!(convert(&e, Value::Int(3)).is_err());
+        let mut s = col(ColumnKind::Set(Charset::Utf8));
+        s.members = (0..9).map(|i| format!("m{i}")).collect();
+        assert_eq!(
+            convert(&s, Value::Bytes(vec![0b101, 0b1])).unwrap(),
+            Datum::Str("m0,m2,m8".into())
+        );
+        assert!(
+            convert(&s, Value::Bytes(vec![0, 0b10])).is_err(),
+            "bit 9 of 9 members"
+        );
+        let g = convert(
+            &col(ColumnKind::Geometry),
+            Value::Bytes(vec![0xE6, 0x10, 0, 0, 1, 2]),
+        )
+        .unwrap();
+        assert_eq!(
+            g,
+            Datum::Geometry {
+                srid: 4326,
+                wkb: vec![1, 2]
+            }
+        );
+    }
+
+    #[test]
+    fn json_text_is_canonical() {
+        let j = col(ColumnKind::Json);
+        assert_eq!(
+            convert(
+                &j,
+                Value::Bytes(r#"{"b": [1, 2.5], "a": {"y": null, "x": "é"}}"#.as_bytes().to_vec())
+            )
+            .unwrap(),
+            Datum::Str(r#"{"a":{"x":"é","y":null},"b":[1,2.5]}"#.into())
+        );
+        assert!(convert(&j, Value::Bytes(b"{".to_vec())).is_err());
+    }
+
+    #[test]
     fn null_in_not_null_column_is_an_error() {
-        let c = ColumnSpec {
-            name: "price".into(),
-            kind: ColumnKind::Decimal {
+        let c = ColumnSpec::new(
+            "price",
+            ColumnKind::Decimal {
                 precision: 10,
                 scale: 2,
             },
-            nullable: false,
-        };
+            false,
+        );
         let e = convert(&c, Value::NULL).unwrap_err();
         assert!(e.to_string().contains("price"));
     }

@@ -263,3 +263,80 @@ async fn latin1_text_and_schema_changes_while_streaming() {
     assert_eq!(u1["after"]["price"], "3.00");
     assert!(u1["after"].as_object().unwrap().contains_key("stock"));
 }
+
+/// Changes the binlog holds without row events for the captured table stop the producer naming
+/// the statement and position, never a silent skip: statement-format DML, TRUNCATE, and a
+/// two-phase XA transaction (its outcome comes later). XA ... ONE PHASE is an ordinary commit, and
+/// a two-phase XA transaction on another table only moves the position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_without_row_events_stop_naming_the_statement() {
+    let db = MariaDb::start();
+    let broker = Broker::shared();
+    let shop = db.create_shop().await;
+    db.exec(&shop, "CREATE TABLE other (id INT PRIMARY KEY)")
+        .await;
+    let state = tempfile::tempdir().unwrap();
+    let start = |n: &str| {
+        let mut cfg = producer_config(
+            &db,
+            &shop,
+            broker,
+            &unique("norows"),
+            &state.path().join(format!("{n}.sqlite")),
+        );
+        cfg.snapshot = rtis::config::SnapshotMode::Never;
+        cfg
+    };
+
+    let cfg = start("xa");
+    let topic = cfg.topic.clone();
+    let p = InProcess::start_streaming(cfg).await;
+    db.exec(
+        &shop,
+        "XA START 'o'; INSERT INTO other VALUES (1); XA END 'o'; XA PREPARE 'o'; XA COMMIT 'o';
+         XA START 'one'; INSERT INTO product (id, name, price) VALUES (1, 'one phase', 1.00); XA END 'one'; XA COMMIT 'one' ONE PHASE;
+         INSERT INTO product (id, name, price) VALUES (2, 'plain', 1.00)",
+    )
+    .await;
+    let lines = drain_topic(&broker.bootstrap(), &topic, 2, Duration::from_secs(60)).await;
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l["key"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{lines:#?}");
+    assert!(ids.contains(&"1") && ids.contains(&"2"), "{lines:#?}");
+    db.exec(
+        &shop,
+        "XA START 'two'; INSERT INTO product (id, name, price) VALUES (3, 'prepared', 1.00); XA END 'two'; XA PREPARE 'two'; XA ROLLBACK 'two'",
+    )
+    .await;
+    let err = p.failure().await;
+    assert!(
+        err.contains("two-phase XA transaction") && err.contains("`product`"),
+        "{err}"
+    );
+    assert!(err.contains("mariadb-bin.0"), "names the position: {err}");
+    assert_eq!(
+        record_count(&broker.bootstrap(), &topic).await,
+        2,
+        "the prepared row is not emitted"
+    );
+
+    let p = InProcess::start_streaming(start("stmt")).await;
+    db.exec(
+        &shop,
+        "SET SESSION binlog_format = 'STATEMENT'; INSERT INTO product (id, name, price) VALUES (4, 'as a statement', 1.00)",
+    )
+    .await;
+    let err = p.failure().await;
+    assert!(
+        err.contains("logged as a statement")
+            && err.contains("INSERT INTO product (id, name, price) VALUES (4"),
+        "{err}"
+    );
+
+    let p = InProcess::start_streaming(start("truncate")).await;
+    db.exec(&shop, "TRUNCATE TABLE product").await;
+    let err = p.failure().await;
+    assert!(err.contains("`TRUNCATE TABLE product` empties"), "{err}");
+}

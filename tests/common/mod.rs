@@ -591,6 +591,7 @@ pub fn producer_config(
         mysql_password: Some("rtis-pw".into()),
         table: "product".into(),
         timestamp_column: "last_updated".into(),
+        zero_dates: Default::default(),
         brokers: broker.bootstrap(),
         topic: topic.to_string(),
         partitions: Some(3),
@@ -644,6 +645,15 @@ impl InProcess {
         .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         p
+    }
+
+    /// Waits for the producer to stop by itself with an error (at most 90 s); returns its text.
+    pub async fn failure(mut self) -> String {
+        let out = tokio::time::timeout(Duration::from_secs(90), &mut self.handle)
+            .await
+            .expect("the producer stops by itself")
+            .unwrap();
+        out.expect_err("the producer fails").to_string()
     }
 
     pub async fn stop(mut self) -> rtis::Result<()> {
