@@ -795,6 +795,9 @@ impl<'a> Streamer<'a> {
         let mut out = Vec::with_capacity(cols.len());
         for (i, col) in cols.iter().enumerate() {
             let d = match row.take(i) {
+                Some(BinlogValue::Value(v)) if matches!(col.kind, ColumnKind::Set(_)) => {
+                    convert(col, crate::value::set_bitmap(v))
+                }
                 Some(BinlogValue::Value(v)) => convert(col, v),
                 // MySQL 8's binary JSON
                 Some(BinlogValue::Jsonb(j)) if col.kind == ColumnKind::Json => {

@@ -259,6 +259,7 @@ fn matrix() -> Vec<Col> {
                 ("'x,z'", json!("x,z")),
                 ("''", json!("")),
                 ("'z,y'", json!("y,z")),
+                ("'x'", json!("x")),
             ],
         ),
         col(
