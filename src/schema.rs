@@ -114,7 +114,7 @@ pub enum ColumnKind {
     /// MySQL 8's JSON → Avro `string`, compact JSON text with object keys in a canonical order
     /// (MariaDB's JSON is a LONGTEXT and arrives as its stored text).
     Json,
-    /// GEOMETRY and its subtypes → Avro record `Geometry {wkb: bytes, srid: int}`.
+    /// GEOMETRY and its subtypes → Avro record `Geometry {wkb: bytes, srid: long}`.
     Geometry,
     /// TIMESTAMP(fsp) → Avro `timestamp-micros` (UTC).
     Timestamp,

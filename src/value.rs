@@ -119,10 +119,10 @@ fn parse_datetime_text(s: &str) -> Option<(u16, u8, u8, u8, u8, u8, u32)> {
         mi = tp.next()?.parse().ok()?;
         sec = tp.next()?.parse().ok()?;
         if let Some(f) = frac {
-            if f.is_empty() || f.len() > 6 || !f.bytes().all(|b| b.is_ascii_digit()) {
+            if f.is_empty() {
                 return None;
             }
-            us = f.parse::<u32>().ok()? * 10u32.pow(6 - f.len() as u32);
+            us = fraction_micros(f)?;
         }
     }
     Some((y, mo, d, h, mi, sec, us))
@@ -135,15 +135,19 @@ fn parse_epoch_text(s: &str) -> Option<i64> {
         None => (s, ""),
     };
     let sec: i64 = sec.parse().ok()?;
-    let us: i64 = if frac.is_empty() {
-        0
-    } else {
-        if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        frac.parse::<i64>().ok()? * 10i64.pow(6 - frac.len() as u32)
-    };
-    Some(sec * 1_000_000 + us)
+    Some(sec * 1_000_000 + fraction_micros(frac)? as i64)
+}
+
+/// Microseconds of a fraction of a second written with up to six digits (`5` is 500000); the
+/// empty fraction is 0.
+fn fraction_micros(f: &str) -> Option<u32> {
+    if f.len() > 6 || !f.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if f.is_empty() {
+        return Some(0);
+    }
+    Some(f.parse::<u32>().ok()? * 10u32.pow(6 - f.len() as u32))
 }
 
 /// Decodes text bytes in the column's charset, strictly: a byte sequence that is not valid in
@@ -261,9 +265,13 @@ fn render_value(v: &Value) -> String {
     }
 }
 
-/// A date's broken-down fields, or `None` for a zero or partly zero date.
-fn civil(y: u16, mo: u8, d: u8) -> Option<(u16, u8, u8)> {
-    (mo > 0 && d > 0).then_some((y, mo, d))
+/// A date's broken-down fields from the binary protocol or the binlog (`Value::Date`) or from
+/// `YYYY-MM-DD[ HH:MM:SS[.ffffff]]` text; a zero month or day is left for the caller to judge.
+fn date_fields(v: &Value) -> Option<(u16, u8, u8, u8, u8, u8, u32)> {
+    match *v {
+        Value::Date(y, mo, d, h, mi, s, us) => Some((y, mo, d, h, mi, s, us)),
+        ref other => as_text(other).and_then(parse_datetime_text),
+    }
 }
 
 /// Converts a value from the binlog or from a snapshot query into a [`Datum`].
@@ -442,55 +450,37 @@ pub fn convert(col: &ColumnSpec, v: Value) -> Result<Datum, ConvertError> {
             Value::Int(0) => return zero_date(col, &v),
             // old 4-byte TIMESTAMP from the binlog
             Value::Int(sec) => Datum::TimestampMicros(sec * 1_000_000),
-            Value::Date(y, mo, d, h, mi, s, us) => match civil(y, mo, d) {
-                Some((y, mo, d)) => Datum::TimestampMicros(micros_of(y, mo, d, h, mi, s, us)),
-                None => return zero_date(col, &v),
-            },
-            ref other => {
-                let s = as_text(other).ok_or_else(|| bad(other))?;
-                if s.contains('-') {
-                    let (y, mo, d, h, mi, sec, us) =
-                        parse_datetime_text(s).ok_or_else(|| bad(other))?;
-                    match civil(y, mo, d) {
-                        Some((y, mo, d)) => {
-                            Datum::TimestampMicros(micros_of(y, mo, d, h, mi, sec, us))
-                        }
-                        None => return zero_date(col, other),
-                    }
-                } else {
-                    match parse_epoch_text(s).ok_or_else(|| bad(other))? {
-                        0 => return zero_date(col, other),
-                        t => Datum::TimestampMicros(t),
-                    }
+            // the binlog's TIMESTAMP2 rendering, `seconds[.micros]` since the epoch
+            Value::Bytes(ref b) if !b.contains(&b'-') => {
+                match as_text(&v)
+                    .and_then(parse_epoch_text)
+                    .ok_or_else(|| bad(&v))?
+                {
+                    0 => return zero_date(col, &v),
+                    t => Datum::TimestampMicros(t),
                 }
+            }
+            ref other => {
+                let (y, mo, d, h, mi, s, us) = date_fields(other).ok_or_else(|| bad(other))?;
+                if mo == 0 || d == 0 {
+                    return zero_date(col, other);
+                }
+                Datum::TimestampMicros(micros_of(y, mo, d, h, mi, s, us))
             }
         },
         ColumnKind::DateTime => {
-            let (y, mo, d, h, mi, s, us) = match v {
-                Value::Date(y, mo, d, h, mi, s, us) => (y, mo, d, h, mi, s, us),
-                ref other => as_text(other)
-                    .and_then(parse_datetime_text)
-                    .ok_or_else(|| bad(other))?,
-            };
-            match civil(y, mo, d) {
-                Some((y, mo, d)) => Datum::DateTimeMicros(micros_of(y, mo, d, h, mi, s, us)),
-                None => return zero_date(col, &v),
+            let (y, mo, d, h, mi, s, us) = date_fields(&v).ok_or_else(|| bad(&v))?;
+            if mo == 0 || d == 0 {
+                return zero_date(col, &v);
             }
+            Datum::DateTimeMicros(micros_of(y, mo, d, h, mi, s, us))
         }
         ColumnKind::Date => {
-            let (y, mo, d) = match v {
-                Value::Date(y, mo, d, ..) => (y, mo, d),
-                ref other => as_text(other)
-                    .and_then(parse_datetime_text)
-                    .map(|(y, mo, d, ..)| (y, mo, d))
-                    .ok_or_else(|| bad(other))?,
-            };
-            match civil(y, mo, d) {
-                Some((y, mo, d)) => {
-                    Datum::Date(days_from_civil(y as i64, mo as u32, d as u32) as i32)
-                }
-                None => return zero_date(col, &v),
+            let (y, mo, d, ..) = date_fields(&v).ok_or_else(|| bad(&v))?;
+            if mo == 0 || d == 0 {
+                return zero_date(col, &v);
             }
+            Datum::Date(days_from_civil(y as i64, mo as u32, d as u32) as i32)
         }
     })
 }
@@ -523,15 +513,10 @@ fn parse_time_text(s: &str) -> Option<i64> {
     let h: i64 = p.next()?.parse().ok()?;
     let m: i64 = p.next()?.parse().ok()?;
     let sec: i64 = p.next()?.parse().ok()?;
-    if p.next().is_some() || frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if p.next().is_some() {
         return None;
     }
-    let us: i64 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse::<i64>().ok()? * 10i64.pow(6 - frac.len() as u32)
-    };
-    let micros = (h * 3600 + m * 60 + sec) * 1_000_000 + us;
+    let micros = (h * 3600 + m * 60 + sec) * 1_000_000 + fraction_micros(frac)? as i64;
     Some(if neg { -micros } else { micros })
 }
 
