@@ -350,6 +350,23 @@ impl Drop for MariaDb {
 }
 
 /// Whether the opt-in long run is on (`RTIS_LONG=1`): more kills, longer workloads.
+/// Waits (at most 60 s) until the producer owning `state` streams: its checkpoint is saved and
+/// holds no snapshot in progress. Every change made after that is read from the binlog (op
+/// c/u/d); one made before could still be read by the snapshot (op r).
+pub async fn streaming(state: &Path) {
+    eventually(Duration::from_secs(60), "the producer's stream", || async {
+        let state = state.to_path_buf();
+        tokio::task::spawn_blocking(move || rtis::checkpoint::CheckpointStore::inspect(&state))
+            .await
+            .unwrap()
+            .ok()
+            .and_then(|s| s.checkpoint)
+            .filter(|cp| cp.snapshot.is_none())
+            .map(|_| ())
+    })
+    .await
+}
+
 pub fn long_mode() -> bool {
     std::env::var("RTIS_LONG").is_ok_and(|v| !v.is_empty() && v != "0")
 }
@@ -634,16 +651,11 @@ impl InProcess {
         }
     }
 
-    /// Starts the producer and waits until it streams: its topic exists and its first checkpoint
-    /// is on disk, plus a moment for the binlog connection.
+    /// Starts the producer and waits until it streams (see [`streaming`]).
     pub async fn start_streaming(cfg: rtis::config::ProducerConfig) -> Self {
-        let (bootstrap, topic, state) = (cfg.brokers.clone(), cfg.topic.clone(), cfg.state.clone());
+        let state = cfg.state.clone();
         let p = Self::start(cfg);
-        eventually(Duration::from_secs(60), "producer start", || async {
-            (!end_offsets(&bootstrap, &topic).await.is_empty() && state.exists()).then_some(())
-        })
-        .await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        streaming(&state).await;
         p
     }
 
