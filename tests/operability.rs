@@ -497,11 +497,9 @@ async fn several_tables_each_to_its_own_topic_with_composite_keys() {
     ];
     let start = |cfg: rtis::config::ProducerConfig| async {
         let p = InProcess::start(cfg);
-        eventually(Duration::from_secs(60), "both tables streaming", || async {
-            states.iter().all(|s| s.exists()).then_some(())
-        })
-        .await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        for s in &states {
+            streaming(s).await;
+        }
         p
     };
     let producer = start(cfg.clone()).await;
