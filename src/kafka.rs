@@ -311,6 +311,10 @@ type Reader = BaseConsumer<ReaderContext>;
 
 /// A consumer that reads committed records only, assigned by hand (no group).
 fn reader(brokers: &str, extra: &[String], what: &str) -> Result<Reader> {
+    reader_at(brokers, extra, what, "read_committed")
+}
+
+fn reader_at(brokers: &str, extra: &[String], what: &str, isolation: &str) -> Result<Reader> {
     let mut cfg = kafka_client_config(brokers, extra)?;
     cfg.set("group.id", "rtis-reader")
         .set("enable.auto.commit", "false")
@@ -319,9 +323,66 @@ fn reader(brokers: &str, extra: &[String], what: &str) -> Result<Reader> {
         // these reads run at start-up and wait for the end of a partition: do not let each
         // empty fetch wait the default 500 ms
         .set("fetch.wait.max.ms", "20")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", isolation);
     cfg.create_with_context(ReaderContext)
         .map_err(|e| Error::kafka(format!("creating the {what}"), e))
+}
+
+/// Waits until no transaction is open on the given partitions: each one's last stable offset
+/// (what a `read_committed` reader may see) equals its high watermark. A session reads its
+/// checkpoint and the partition tails only then, so a commit of an earlier producer of the
+/// connector that is still being completed (markers not yet written, e.g. while the cluster
+/// recovers from too few in-sync replicas) cannot land after those reads, unseen by them.
+/// Blocking; fails as a transient broker error after `timeout`.
+pub fn wait_transactions_settled(
+    brokers: &str,
+    extra: &[String],
+    partitions: &[(String, i32)],
+    timeout: Duration,
+) -> Result<()> {
+    let committed = reader_at(brokers, extra, "transaction probe", "read_committed")?;
+    let all = reader_at(brokers, extra, "transaction probe", "read_uncommitted")?;
+    let deadline = Instant::now() + timeout;
+    let mut logged = false;
+    loop {
+        let mut open = Vec::new();
+        for (topic, p) in partitions {
+            let end = |c: &Reader| {
+                c.fetch_watermarks(topic, *p, METADATA_TIMEOUT)
+                    .map(|(_, high)| high)
+                    .map_err(|e| {
+                        Error::BrokerUnavailable(format!(
+                            "reading the end offsets of {topic}/{p} from {brokers}: {e}"
+                        ))
+                    })
+            };
+            // the high watermark first: a stable offset read after it is never behind a
+            // transaction that was open before
+            let high = end(&all)?;
+            let stable = end(&committed)?;
+            if stable < high {
+                open.push(format!(
+                    "{topic}/{p} (last stable offset {stable}, high watermark {high})"
+                ));
+            }
+        }
+        if open.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::BrokerUnavailable(format!(
+                "a transaction is still open on {} after {}s: an earlier producer's commit or abort \
+                 is not complete (the cluster recovering?), or another transactional writer holds one open",
+                open.join(", "),
+                timeout.as_secs()
+            )));
+        }
+        if !logged {
+            tracing::info!(partitions = %open.join(", "), "waiting for an open transaction to complete before reading the checkpoint");
+            logged = true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Reads `topic`/`partition` from `from` up to its end (for committed records, the last stable

@@ -31,6 +31,9 @@ use crate::snapshot;
 
 /// `--snapshot when-needed` re-selects rows changed this long before the checkpoint.
 const WHEN_NEEDED_MARGIN_US: i64 = 60_000_000;
+/// How long a session start waits for an open transaction on its partitions to complete
+/// (see [`kafka::wait_transactions_settled`]) before it fails and is retried with backoff.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs the producer until `shutdown` resolves (graceful: in-flight records are acknowledged
 /// and the checkpoint written) or a definite error occurs. With several tables, one pipeline
@@ -310,7 +313,9 @@ async fn session(
         binlog_base: facts.binlog_base.clone(),
     };
     // the transactional producer first: initialising it fences every earlier producer of this
-    // connector and aborts its open transaction, so what is read below is final
+    // connector and aborts its open transaction; the reads below then wait until no
+    // transaction is open on the partitions (one being completed by the coordinator could
+    // otherwise land after them), so what they read is final
     let producer = kafka::create_producer(
         &cfg.brokers,
         &cfg.kafka_options,
@@ -342,6 +347,9 @@ async fn session(
     let (partitions, topic_cp, tails) = tokio::task::spawn_blocking(move || {
         let partitions = kafka::partition_count(&brokers, &extra, &topic)?
             .ok_or_else(|| Error::Preflight(format!("topic {topic} disappeared")))?;
+        let mut settle: Vec<(String, i32)> = (0..partitions).map(|p| (topic.clone(), p)).collect();
+        settle.push((crate::sink::checkpoint_topic(&topic), 0));
+        kafka::wait_transactions_settled(&brokers, &extra, &settle, SETTLE_TIMEOUT)?;
         let cp = kafka::read_last_value(
             &brokers,
             &extra,

@@ -144,12 +144,58 @@ async fn single_node_transactions_fencing_tails_and_kill9() {
         "nothing of the zombie's transaction"
     );
 
+    // an open transaction keeps the last stable offset below the high watermark: a session
+    // start waits for it (here: fails after its timeout, naming the partition), and goes on
+    // once it is committed
+    let settle = {
+        let (b, t) = (bs.clone(), topic.clone());
+        move |timeout: Duration| {
+            let parts: Vec<(String, i32)> = (0..3).map(|p| (t.clone(), p)).collect();
+            kafka::wait_transactions_settled(&b, &[], &parts, timeout)
+        }
+    };
+    blocking({
+        let settle = settle.clone();
+        move || settle(Duration::from_secs(5)).expect("no transaction open")
+    })
+    .await;
+    let open = txn_producer(&broker, &unique("txn"));
+    open.begin_transaction().unwrap();
+    send(&open, &topic, 2, 1, "open").await;
+    let err = blocking({
+        let settle = settle.clone();
+        move || settle(Duration::from_secs(2))
+    })
+    .await
+    .expect_err("a transaction is open")
+    .to_string();
+    assert!(
+        err.contains(&format!("{topic}/1")) && !err.contains(&format!("{topic}/2")),
+        "names the partitions holding the open transaction: {err}"
+    );
+    let waiter = tokio::task::spawn_blocking({
+        let settle = settle.clone();
+        move || settle(Duration::from_secs(60))
+    });
+    blocking({
+        let p = open.clone();
+        move || p.commit_transaction(Duration::from_secs(30)).unwrap()
+    })
+    .await;
+    waiter.await.unwrap().expect("settled once committed");
+    drop(open);
+    let counts = {
+        let (b, t) = (bs.clone(), topic.clone());
+        blocking(move || kafka::count_committed(&b, &[], &t).unwrap()).await
+    };
+    assert_eq!(counts, vec![13, 11, 10]);
+
     // durability: kill -9 and restart, the committed records are still there
     blocking(move || {
         broker.kill9();
         broker.restart();
         let counts = kafka::count_committed(&broker.bootstrap(), &[], &topic).unwrap();
-        assert_eq!(counts, vec![12, 10, 10]);
+        assert_eq!(counts, vec![13, 11, 10]);
     })
     .await;
 }
