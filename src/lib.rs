@@ -2,13 +2,15 @@
 //!
 //! Stages, one module each: [`preflight`] (source checks), [`schema`] (columns → Avro types),
 //! [`value`] (value conversion shared by binlog and snapshot), [`avro`] (encoding),
-//! [`replication`] (binlog → records), [`sink`] (Kafka transactions with the checkpoint),
+//! [`replication`] (binlog → records; [`compressed`] turns MariaDB's compressed events back
+//! into plain ones), [`sink`] (Kafka transactions with the checkpoint),
 //! [`kafka`] (broker), [`checkpoint`] (SQLite),
 //! [`pipeline`] (wiring, no logic of its own) and [`consumer`] (Kafka → JSON lines).
 
 pub mod admin;
 pub mod avro;
 pub mod checkpoint;
+pub mod compressed;
 pub mod config;
 pub mod consumer;
 pub mod error;

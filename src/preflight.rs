@@ -192,7 +192,6 @@ pub async fn check_source(
             "binlog_row_metadata",
             "server_id",
             "server_uuid",
-            "log_bin_compress",
             "encrypt_binlog",
             "binlog_transaction_compression",
             "log_bin_basename",
@@ -235,7 +234,6 @@ pub async fn check_source(
         "Set binlog_row_metadata=FULL (MariaDB >= 10.5, MySQL >= 8.0.1): without it unsigned columns and column names are lost.",
     )?;
     for (k, hint) in [
-        ("log_bin_compress", "rtis does not decode MariaDB's compressed binlog events yet; set log_bin_compress=OFF."),
         ("encrypt_binlog", "rtis cannot read encrypted binlogs over the replication protocol; set encrypt_binlog=OFF."),
         ("binlog_transaction_compression", "rtis does not follow positions inside compressed transactions yet; set binlog_transaction_compression=OFF."),
     ] {

@@ -355,16 +355,20 @@ impl Drop for MariaDb {
 /// c/u/d); one made before could still be read by the snapshot (op r).
 pub async fn streaming(state: &Path) {
     eventually(Duration::from_secs(60), "the producer's stream", || async {
-        let state = state.to_path_buf();
-        tokio::task::spawn_blocking(move || rtis::checkpoint::CheckpointStore::inspect(&state))
-            .await
-            .unwrap()
-            .ok()
-            .and_then(|s| s.checkpoint)
-            .filter(|cp| cp.snapshot.is_none())
-            .map(|_| ())
+        is_streaming(state).await.then_some(())
     })
     .await
+}
+
+/// Whether the checkpoint in `state` is saved and holds no snapshot in progress.
+pub async fn is_streaming(state: &Path) -> bool {
+    let state = state.to_path_buf();
+    tokio::task::spawn_blocking(move || rtis::checkpoint::CheckpointStore::inspect(&state))
+        .await
+        .unwrap()
+        .ok()
+        .and_then(|s| s.checkpoint)
+        .is_some_and(|cp| cp.snapshot.is_none())
 }
 
 pub fn long_mode() -> bool {
@@ -652,10 +656,22 @@ impl InProcess {
     }
 
     /// Starts the producer and waits until it streams (see [`streaming`]).
+    /// A producer that stops before it streams fails the test at once, with its error.
     pub async fn start_streaming(cfg: rtis::config::ProducerConfig) -> Self {
         let state = cfg.state.clone();
-        let p = Self::start(cfg);
-        streaming(&state).await;
+        let mut p = Self::start(cfg);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !is_streaming(&state).await {
+            if p.handle.is_finished() {
+                let out = (&mut p.handle).await;
+                panic!("the producer stopped before it streamed: {out:?}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the producer did not stream within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         p
     }
 
