@@ -193,7 +193,6 @@ pub async fn check_source(
             "server_id",
             "server_uuid",
             "encrypt_binlog",
-            "binlog_transaction_compression",
             "log_bin_basename",
         ],
     )
@@ -233,12 +232,14 @@ pub async fn check_source(
         "FULL",
         "Set binlog_row_metadata=FULL (MariaDB >= 10.5, MySQL >= 8.0.1): without it unsigned columns and column names are lost.",
     )?;
-    for (k, hint) in [
-        ("encrypt_binlog", "rtis cannot read encrypted binlogs over the replication protocol; set encrypt_binlog=OFF."),
-        ("binlog_transaction_compression", "rtis does not follow positions inside compressed transactions yet; set binlog_transaction_compression=OFF."),
-    ] {
+    for (k, hint) in [(
+        "encrypt_binlog",
+        "rtis cannot read encrypted binlogs over the replication protocol; set encrypt_binlog=OFF.",
+    )] {
         if vars.get(k).is_some_and(|v| v.eq_ignore_ascii_case("ON")) {
-            return Err(Error::Preflight(format!("{k}: expected OFF, found ON. {hint}")));
+            return Err(Error::Preflight(format!(
+                "{k}: expected OFF, found ON. {hint}"
+            )));
         }
     }
     let server_id: u32 = get("server_id").parse().unwrap_or(0);

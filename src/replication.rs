@@ -95,7 +95,10 @@ pub struct Streamer<'a> {
     checksum_verified: bool,
     /// The file the stream was requested from, until the server's fake ROTATE confirms it.
     expect_rotate_to: Option<String>,
-    tables: HashMap<u64, (TableMapEvent<'static>, Arc<Prepared>)>,
+    tables: HashMap<u64, (Arc<TableMapEvent<'static>>, Arc<Prepared>)>,
+    /// Inside a MySQL transaction payload: the rows numbered so far (all its events share the
+    /// payload's position, so row numbers run on across its rows events).
+    payload_rows: Option<u32>,
     /// The captured table's schema as of its last table map (to describe schema changes).
     last_schema: Option<TableSchema>,
     /// The last statement that may have changed the captured table, and where it was.
@@ -152,6 +155,38 @@ fn header_bytes(h: &mysql_async::binlog::events::BinlogEventHeader) -> [u8; 19] 
     b[13..17].copy_from_slice(&h.log_pos().to_le_bytes());
     b[17..19].copy_from_slice(&h.flags_raw().to_le_bytes());
     b
+}
+
+/// MySQL's TRANSACTION_PAYLOAD_EVENT: a whole transaction's events, usually zstd-compressed.
+const PAYLOAD_EVENT: u8 = 40;
+
+/// The events inside a transaction payload, each with the payload's end position as its own
+/// (inside a payload no event has a position a reader could resume at: the payload is read
+/// whole or not at all) and no checksum (the payload's was verified).
+fn payload_events(ev: &Event) -> std::io::Result<Vec<Event>> {
+    use std::io::Read;
+    let payload: mysql_async::binlog::events::TransactionPayloadEvent<'_> = ev.read_event()?;
+    let mut reader = payload.decompressed()?;
+    let mut footer = ev.footer();
+    footer.set_checksum_enabled(false);
+    let fde = ev.fde().clone().with_footer(footer);
+    let log_pos = ev.header().log_pos();
+    let mut out = Vec::new();
+    while reader.has_data_left()? {
+        let mut bytes = vec![0u8; 19];
+        reader.read_exact(&mut bytes)?;
+        let size = u32::from_le_bytes([bytes[9], bytes[10], bytes[11], bytes[12]]) as usize;
+        if size < 19 {
+            return Err(std::io::Error::other(format!(
+                "inner event of {size} bytes, shorter than its header"
+            )));
+        }
+        bytes.resize(size, 0);
+        reader.read_exact(&mut bytes[19..])?;
+        bytes[13..17].copy_from_slice(&log_pos.to_le_bytes());
+        out.push(Event::read(&fde, &bytes[..])?);
+    }
+    Ok(out)
 }
 
 /// MariaDB GTID event flags (`Gtid_log_event::FL_*`).
@@ -351,6 +386,7 @@ impl<'a> Streamer<'a> {
             checksum_verified: false,
             expect_rotate_to: None,
             tables: HashMap::new(),
+            payload_rows: None,
             last_schema: None,
             last_ddl: None,
             buf: Vec::with_capacity(512),
@@ -486,8 +522,11 @@ impl<'a> Streamer<'a> {
             events_since_tick += 1;
             self.verify_checksum(&ev)?;
             let ev = self.uncompressed(ev)?;
-            let tme = |id: u64| stream.get_tme(id);
-            self.handle(&ev, tme).await?;
+            if ev.header().event_type_raw() == PAYLOAD_EVENT {
+                self.handle_payload(&ev).await?;
+            } else {
+                self.handle(&ev).await?;
+            }
             if self.scan.as_ref().is_some_and(|s| s.done) {
                 return Ok(());
             }
@@ -556,11 +595,29 @@ impl<'a> Streamer<'a> {
         Event::read(&fde, &bytes[..]).map_err(|e| err(e.to_string()))
     }
 
-    async fn handle<'t>(
-        &mut self,
-        ev: &Event,
-        tme: impl Fn(u64) -> Option<&'t TableMapEvent<'static>>,
-    ) -> Result<()> {
+    /// A MySQL 8 transaction payload (`binlog_transaction_compression=ON`): its events, one by
+    /// one, as if they had been in the stream, at the payload's position.
+    async fn handle_payload(&mut self, ev: &Event) -> Result<()> {
+        let log_pos = ev.header().log_pos() as u64;
+        let inner = payload_events(ev).map_err(|e| Error::Binlog {
+            position: self.here(log_pos),
+            msg: format!(
+                "transaction payload (binlog_transaction_compression) does not decode: {e}"
+            ),
+        })?;
+        self.payload_rows = Some(0);
+        let mut res = Ok(());
+        for ev in &inner {
+            res = self.handle(ev).await;
+            if res.is_err() {
+                break;
+            }
+        }
+        self.payload_rows = None;
+        res
+    }
+
+    async fn handle(&mut self, ev: &Event) -> Result<()> {
         let hdr = ev.header();
         let ty = hdr.event_type_raw();
         // 27 = HEARTBEAT: the source has nothing newer
@@ -695,7 +752,7 @@ impl<'a> Streamer<'a> {
                     && t.table_name() == self.facts.schema.table.as_str() =>
             {
                 let id = t.table_id();
-                let same = self.tables.get(&id).is_some_and(|(old, _)| *old == t);
+                let same = self.tables.get(&id).is_some_and(|(old, _)| **old == t);
                 if !same {
                     let table = TableSchema::from_table_map(&t, &self.facts.collations)
                         .map_err(|e| Error::Binlog {
@@ -737,7 +794,8 @@ impl<'a> Streamer<'a> {
                     self.last_schema = Some(table.clone());
                     let prepared = Prepared::new(table, &self.timestamp_column)?;
                     self.publish(&prepared)?;
-                    self.tables.insert(id, (t.into_owned(), Arc::new(prepared)));
+                    self.tables
+                        .insert(id, (Arc::new(t.into_owned()), Arc::new(prepared)));
                 }
             }
             EventData::TableMapEvent(t) => {
@@ -746,7 +804,11 @@ impl<'a> Streamer<'a> {
             }
             EventData::RowsEvent(rows) => {
                 let id = rows.table_id();
-                let Some(prepared) = self.tables.get(&id).map(|(_, p)| p.clone()) else {
+                // the table map rtis keeps (events inside a transaction payload are not seen by
+                // the stream's own table-map cache)
+                let Some((map, prepared)) =
+                    self.tables.get(&id).map(|(m, p)| (m.clone(), p.clone()))
+                else {
                     return Ok(()); // another table
                 };
                 if self.xa {
@@ -769,14 +831,11 @@ impl<'a> Streamer<'a> {
                         msg: "partial JSON update event: set binlog_row_value_options='' (full row images)".into(),
                     });
                 }
-                let Some(map) = tme(id) else {
-                    return Err(Error::Binlog {
-                        position: self.here(log_pos),
-                        msg: format!("rows event for table id {id} without its table map"),
-                    });
-                };
                 let seq = file_seq(&self.file);
-                for (i, row) in rows.rows(map).enumerate() {
+                let first = self.payload_rows.unwrap_or(0);
+                let mut n = 0u32;
+                for (i, row) in rows.rows(&map).enumerate() {
+                    n += 1;
                     let (before, after) = row.map_err(|e| bad(self, e))?;
                     let before = before
                         .map(|r| self.datums(&prepared, r, log_pos))
@@ -787,18 +846,20 @@ impl<'a> Streamer<'a> {
                     let pos = SourcePos {
                         file_seq: seq,
                         pos: log_pos,
-                        row: i as u32,
+                        row: first + i as u32,
                         sub: 0,
                     };
                     self.emit_change(&prepared, before, after, pos, ts_ms)
                         .await?;
                 }
+                if let Some(r) = &mut self.payload_rows {
+                    *r += n;
+                }
             }
             EventData::TransactionPayloadEvent(_) => {
                 return Err(Error::Binlog {
                     position: self.here(log_pos),
-                    msg: "compressed transaction payload: set binlog_transaction_compression=OFF"
-                        .into(),
+                    msg: "a transaction payload inside a transaction payload".into(),
                 })
             }
             _ => {}
@@ -1137,6 +1198,86 @@ impl<'a> Streamer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An event's bytes: the common header (type, size, `log_pos`) and `body`.
+    fn event_bytes(ty: u8, log_pos: u32, body: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 19];
+        b[0..4].copy_from_slice(&1_700_000_000u32.to_le_bytes());
+        b[4] = ty;
+        b[5..9].copy_from_slice(&7u32.to_le_bytes());
+        b[9..13].copy_from_slice(&((19 + body.len()) as u32).to_le_bytes());
+        b[13..17].copy_from_slice(&log_pos.to_le_bytes());
+        b.extend_from_slice(body);
+        b
+    }
+
+    fn lenenc(v: u64, out: &mut Vec<u8>) {
+        match v {
+            0..=250 => out.push(v as u8),
+            _ => {
+                out.push(0xfe);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+
+    /// A MySQL 8 transaction payload (BEGIN, XID) read back as its events, at the payload's
+    /// position, zstd-compressed and not.
+    #[test]
+    fn a_transaction_payload_yields_its_events_at_its_position() {
+        use mysql_async::binlog::events::{FormatDescriptionEvent, QueryEvent, XidEvent};
+        let mut begin = vec![0u8; 13]; // thread, exec time, db length 0, error 0, status vars 0
+        begin.push(0); // empty database name, NUL
+        begin.extend_from_slice(b"BEGIN");
+        let inner = [
+            event_bytes(2, 0, &begin),
+            event_bytes(16, 0, &42u64.to_le_bytes()),
+        ]
+        .concat();
+        let fde = FormatDescriptionEvent::new(mysql_async::binlog::BinlogVersion::Version4)
+            .with_footer(Default::default());
+        for zstd in [true, false] {
+            let payload = if zstd {
+                zstd::encode_all(&inner[..], 3).unwrap()
+            } else {
+                inner.clone()
+            };
+            let mut body = Vec::new();
+            // compression type (ZSTD = 0, NONE = 255), uncompressed size, payload size, end
+            let (alg, alg_len): (u64, u64) = if zstd { (0, 1) } else { (255, 9) };
+            for (field, len, v) in [(2u64, alg_len, alg)]
+                .into_iter()
+                .chain(zstd.then_some((3, 9, inner.len() as u64)))
+                .chain([(1, 9, payload.len() as u64)])
+            {
+                lenenc(field, &mut body);
+                lenenc(len, &mut body);
+                lenenc(v, &mut body);
+            }
+            body.push(0);
+            body.extend_from_slice(&payload);
+            let outer = Event::read(&fde, &event_bytes(PAYLOAD_EVENT, 9999, &body)[..]).unwrap();
+            let events = payload_events(&outer).unwrap_or_else(|e| panic!("zstd {zstd}: {e}"));
+            let types: Vec<u8> = events.iter().map(|e| e.header().event_type_raw()).collect();
+            assert_eq!(types, [2, 16], "zstd {zstd}");
+            assert!(events.iter().all(|e| e.header().log_pos() == 9999));
+            let q: QueryEvent<'_> = events[0].read_event().unwrap();
+            assert_eq!(q.query(), "BEGIN");
+            let x: XidEvent = events[1].read_event().unwrap();
+            assert_eq!(x.xid, 42);
+        }
+        // a payload cut short is an error, not fewer events
+        let cut = Event::read(
+            &fde,
+            &event_bytes(
+                PAYLOAD_EVENT,
+                9999,
+                &[2, 3, 0xfc, 0xff, 0, 1, 1, 30, 0, 1, 2, 3][..],
+            )[..],
+        )
+        .unwrap();
+        assert!(payload_events(&cut).is_err());
+    }
 
     #[test]
     fn fake_rotate_names_lose_exactly_their_checksum_bytes() {
