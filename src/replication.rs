@@ -157,6 +157,14 @@ fn header_bytes(h: &mysql_async::binlog::events::BinlogEventHeader) -> [u8; 19] 
     b
 }
 
+/// `ev`'s format description for events rtis rebuilds from it (decompressed, or taken out of a
+/// payload): the same format, with no checksum (the one `ev` came with was verified).
+fn checksumless_fde(ev: &Event) -> mysql_async::binlog::events::FormatDescriptionEvent<'static> {
+    let mut footer = ev.footer();
+    footer.set_checksum_enabled(false);
+    ev.fde().clone().with_footer(footer)
+}
+
 /// MySQL's TRANSACTION_PAYLOAD_EVENT: a whole transaction's events, usually zstd-compressed.
 const PAYLOAD_EVENT: u8 = 40;
 
@@ -167,9 +175,7 @@ fn payload_events(ev: &Event) -> std::io::Result<Vec<Event>> {
     use std::io::Read;
     let payload: mysql_async::binlog::events::TransactionPayloadEvent<'_> = ev.read_event()?;
     let mut reader = payload.decompressed()?;
-    let mut footer = ev.footer();
-    footer.set_checksum_enabled(false);
-    let fde = ev.fde().clone().with_footer(footer);
+    let fde = checksumless_fde(ev);
     let log_pos = ev.header().log_pos();
     let mut out = Vec::new();
     while reader.has_data_left()? {
@@ -589,10 +595,7 @@ impl<'a> Streamer<'a> {
         let size = (bytes.len() + body.len()) as u32;
         bytes[9..13].copy_from_slice(&size.to_le_bytes());
         bytes.extend_from_slice(&body);
-        let mut footer = ev.footer();
-        footer.set_checksum_enabled(false);
-        let fde = ev.fde().clone().with_footer(footer);
-        Event::read(&fde, &bytes[..]).map_err(|e| err(e.to_string()))
+        Event::read(&checksumless_fde(&ev), &bytes[..]).map_err(|e| err(e.to_string()))
     }
 
     /// A MySQL 8 transaction payload (`binlog_transaction_compression=ON`): its events, one by

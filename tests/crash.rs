@@ -87,17 +87,7 @@ async fn kill9_producer_during_writes_loses_and_duplicates_nothing() {
     // the workload starts once the snapshot (of the empty table) is over, so every change it
     // makes is read from the binlog (op c/u/d); started earlier, a snapshot taken while it
     // writes would rightly read some of its rows as op r, which the ledger does not model
-    eventually(
-        Duration::from_secs(60),
-        "the first session's stream",
-        || async {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("streaming binlog")
-                .then_some(())
-        },
-    )
-    .await;
+    streaming(&state).await;
 
     let stop = AtomicBool::new(false);
     let killer = async {
