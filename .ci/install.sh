@@ -5,6 +5,9 @@
 #  - Java 17+ and Maven (Debian's packages) when missing,
 #  - Apache Kafka (the broker's jars from Maven Central, .ci/kafka/pom.xml) into a per-machine
 #    cache, once: ~/.cache/rtis/kafka-<version>/lib (RTIS_CACHE moves the cache).
+#  - Apicurio Registry (a Confluent-compatible Schema Registry, runnable archive from Maven
+#    Central; runs on the Temurin 25 JDK) into ~/.cache/rtis/apicurio-<version>,
+#  - Python's confluent-kafka with its Avro deserializer (examples/, the stock-client test).
 # Prints the Kafka lib directory as its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,5 +44,23 @@ if [ ! -f "$KAFKA_LIB/.complete" ]; then
     -Dstyle.color=never -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIB" >&2
   ls "$KAFKA_LIB"/kafka_2.13-"$KAFKA_VERSION".jar >/dev/null
   touch "$KAFKA_LIB/.complete"
+fi
+APICURIO_VERSION=3.3.3
+APICURIO_DIR="$CACHE/apicurio-$APICURIO_VERSION"
+if [ ! -f "$APICURIO_DIR/.complete" ]; then
+  echo "install: Apicurio Registry $APICURIO_VERSION from Maven Central into $APICURIO_DIR (one-time)" >&2
+  rm -rf "$APICURIO_DIR"; mkdir -p "$APICURIO_DIR"
+  mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:get -Dstyle.color=never \
+    -Dartifact="io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" -Dtransitive=false >&2
+  tar -xzf "$HOME/.m2/repository/io/apicurio/apicurio-registry-app/$APICURIO_VERSION/apicurio-registry-app-$APICURIO_VERSION-all.tar.gz" -C "$APICURIO_DIR"
+  ls "$APICURIO_DIR/quarkus-run.jar" >/dev/null
+  touch "$APICURIO_DIR/.complete"
+fi
+ls /usr/lib/jvm/temurin-25-jdk-amd64/bin/java >/dev/null 2>&1 \
+  || echo "install: warning: no Temurin 25 JDK at /usr/lib/jvm/temurin-25-jdk-amd64 (Apicurio needs Java 21+; set RTIS_REGISTRY_JAVA)" >&2
+CONFLUENT_KAFKA_VERSION=2.16.1
+if ! python3 -c "import confluent_kafka, fastavro, sys; sys.exit(confluent_kafka.__version__ != '$CONFLUENT_KAFKA_VERSION')" 2>/dev/null; then
+  echo "install: Python confluent-kafka[avro,schemaregistry]==$CONFLUENT_KAFKA_VERSION (PyPI)" >&2
+  python3 -m pip install -q --root-user-action=ignore "confluent-kafka[avro,schemaregistry]==$CONFLUENT_KAFKA_VERSION" >&2
 fi
 echo "$KAFKA_LIB"

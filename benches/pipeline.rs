@@ -118,6 +118,10 @@ fn avro_bench(n: u64) -> (f64, usize) {
     let rows: Vec<(Vec<Datum>, Vec<Datum>)> = (0..1024)
         .map(|i| (row(i, "12.50"), row(i, "13.75")))
         .collect();
+    let (value_header, key_header) = (
+        rtis::framing::single_object(&value),
+        rtis::framing::single_object(&key),
+    );
     let mut buf = Vec::with_capacity(512);
     let mut kbuf = Vec::with_capacity(32);
     let mut bytes = 0usize;
@@ -137,8 +141,17 @@ fn avro_bench(n: u64) -> (f64, usize) {
             connector: "shop-product",
             server_uuid: None,
         };
-        avro::encode_envelope(&mut buf, &value, &table, "u", Some(b), Some(a), &src, 1);
-        avro::encode_key(&mut kbuf, &key, &table, a);
+        avro::encode_envelope(
+            &mut buf,
+            &value_header,
+            &table,
+            "u",
+            Some(b),
+            Some(a),
+            &src,
+            1,
+        );
+        avro::encode_key(&mut kbuf, &key_header, &table, a);
         bytes += buf.len() + kbuf.len();
         std::hint::black_box((&buf, &kbuf));
     }

@@ -266,12 +266,6 @@ pub fn put_row(out: &mut Vec<u8>, table: &TableSchema, row: &[Datum]) {
     }
 }
 
-/// Starts a single-object encoded message for `schema`.
-pub fn single_object_header(out: &mut Vec<u8>, schema: &WriterSchema) {
-    out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
-    out.extend_from_slice(&schema.fingerprint);
-}
-
 /// The `source` block of an envelope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceInfo<'a> {
@@ -288,11 +282,12 @@ pub struct SourceInfo<'a> {
     pub server_uuid: Option<&'a str>,
 }
 
-/// Encodes a whole envelope message (single-object header included).
+/// Encodes a whole envelope message after `header` (the framing's: single-object, Confluent,
+/// or none; see [`crate::framing`]).
 #[allow(clippy::too_many_arguments)]
 pub fn encode_envelope(
     out: &mut Vec<u8>,
-    schema: &WriterSchema,
+    header: &[u8],
     table: &TableSchema,
     op: &str,
     before: Option<&[Datum]>,
@@ -300,7 +295,7 @@ pub fn encode_envelope(
     source: &SourceInfo<'_>,
     ts_ms: i64,
 ) {
-    single_object_header(out, schema);
+    out.extend_from_slice(header);
     put_bytes(out, op.as_bytes());
     for image in [before, after] {
         match image {
@@ -337,9 +332,14 @@ pub fn encode_envelope(
     put_long(out, ts_ms);
 }
 
-/// Encodes a key message (single-object header included).
-pub fn encode_key(out: &mut Vec<u8>, schema: &WriterSchema, table: &TableSchema, row: &[Datum]) {
-    single_object_header(out, schema);
+/// Encodes a key message after `header`.
+pub fn encode_key(out: &mut Vec<u8>, header: &[u8], table: &TableSchema, row: &[Datum]) {
+    out.extend_from_slice(header);
+    put_key(out, table, row);
+}
+
+/// Encodes the primary-key columns of `row` (the `Key` record's body).
+pub fn put_key(out: &mut Vec<u8>, table: &TableSchema, row: &[Datum]) {
     for &i in &table.key {
         put_datum(out, table.columns[i].avro_nullable(), &row[i]);
     }
@@ -564,7 +564,16 @@ mod tests {
             server_uuid: None,
         };
         let mut msg = Vec::new();
-        encode_envelope(&mut msg, &schema, &t, "u", Some(&row), Some(&row), &src, 42);
+        encode_envelope(
+            &mut msg,
+            &crate::framing::single_object(&schema),
+            &t,
+            "u",
+            Some(&row),
+            Some(&row),
+            &src,
+            42,
+        );
         // apache-avro's own single-object reader accepts our header
         let (fp, body) = split_single_object(&msg).unwrap();
         assert_eq!(fp, schema.fingerprint);
@@ -600,7 +609,7 @@ mod tests {
             Datum::TimestampMicros(0),
         ];
         let mut msg = Vec::new();
-        encode_key(&mut msg, &schema, &t, &row);
+        encode_key(&mut msg, &crate::framing::single_object(&schema), &t, &row);
         let (_, body) = split_single_object(&msg).unwrap();
         assert_eq!(decode_to_json(&schema, body).unwrap(), json!({"id": "7"}));
     }

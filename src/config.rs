@@ -33,6 +33,71 @@ pub enum SnapshotMode {
     WhenNeeded,
 }
 
+/// How records are written to the topic (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Avro with single-object encoding (`C3 01`, 8-byte schema fingerprint, body); writer
+    /// schemas in `<topic>-schemas`, committed with the records. Needs nothing but Kafka.
+    #[default]
+    Avro,
+    /// Avro in the Confluent wire format (byte 0, 4-byte schema id, body); schemas registered in
+    /// a Schema Registry (`--schema-registry-url`) under `<topic>-key` and `<topic>-value`. What
+    /// Confluent's deserializers, Kafka Connect, ksqlDB and Flink read.
+    Confluent,
+    /// JSON: the key and a Debezium-style envelope (`op`, `before`, `after`, `source`, `ts_ms`)
+    /// as plain JSON objects, rendered like rtis-consumer's output. No schemas.
+    Json,
+}
+
+/// Where the Schema Registry is (for `--format confluent`, and for the consumer reading it).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RegistryArgs {
+    /// Schema Registry URL (Confluent API), e.g. http://registry:8081 or, for Apicurio,
+    /// http://apicurio:8080/apis/ccompat/v7. Required by `--format confluent`, and by the consumer
+    /// to read such records. Basic-auth
+    /// credentials may be given in it (https://USER:PASSWORD@host) or below.
+    #[arg(long, env = "RTIS_SCHEMA_REGISTRY_URL", hide_env_values = true)]
+    pub schema_registry_url: Option<String>,
+
+    /// Schema Registry basic-auth user.
+    #[arg(long, env = "RTIS_SCHEMA_REGISTRY_USER")]
+    pub schema_registry_user: Option<String>,
+
+    /// Schema Registry basic-auth password. Prefer the env var. Never logged.
+    #[arg(long, env = "RTIS_SCHEMA_REGISTRY_PASSWORD", hide_env_values = true)]
+    pub schema_registry_password: Option<String>,
+
+    /// PEM file with the CA certificate(s) of the registry's TLS certificate (default: the
+    /// system's trusted roots).
+    #[arg(long, env = "RTIS_SCHEMA_REGISTRY_CA")]
+    pub schema_registry_ca: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// The registry settings, when a URL is given.
+    pub fn settings(&self) -> Option<crate::registry::RegistrySettings> {
+        self.schema_registry_url
+            .as_ref()
+            .map(|url| crate::registry::RegistrySettings {
+                url: url.clone(),
+                user: self.schema_registry_user.clone(),
+                password: self.schema_registry_password.clone(),
+                ca: self.schema_registry_ca.clone(),
+            })
+    }
+
+    /// A client for the registry, when a URL is given.
+    pub fn client(&self) -> Result<Option<std::sync::Arc<crate::registry::Registry>>> {
+        self.settings()
+            .map(|s| {
+                crate::registry::Registry::new(&s)
+                    .map(std::sync::Arc::new)
+                    .map_err(|e| Error::Config(e.to_string()))
+            })
+            .transpose()
+    }
+}
+
 /// Settings of `rtis-producer`.
 #[derive(Debug, Clone, Args)]
 pub struct ProducerConfig {
@@ -66,8 +131,16 @@ pub struct ProducerConfig {
     #[arg(long, env = "RTIS_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
 
+    /// Record format: avro (single-object encoding, schemas in `<topic>-schemas`; needs only
+    /// Kafka), confluent (Confluent wire format with a Schema Registry), json (no schemas).
+    #[arg(long, env = "RTIS_FORMAT", value_enum, default_value_t = Format::Avro)]
+    pub format: Format,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
     /// Topic the change records go to; `{table}` is replaced by the table's name (needed with
-    /// several tables). Writer schemas go to `<topic>-schemas`.
+    /// several tables). With `--format avro`, writer schemas go to `<topic>-schemas`.
     #[arg(long, env = "RTIS_TOPIC", default_value = "{table}_updates")]
     pub topic: String,
 
@@ -183,6 +256,11 @@ pub struct ConsumerConfig {
     /// Topic to read change records from.
     #[arg(long, env = "RTIS_TOPIC", default_value = "product_updates")]
     pub topic: String,
+
+    /// Where to look up the schema ids of Confluent-framed records (the consumer reads every
+    /// format rtis writes, telling them apart by their first byte).
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     /// Consumer group. Consumers of one group share the partitions.
     #[arg(long, env = "RTIS_GROUP", default_value = "rtis-consumer")]
@@ -329,6 +407,21 @@ impl ProducerConfig {
             ));
         }
         self.since_us()?;
+        match (self.format, &self.registry.schema_registry_url) {
+            (Format::Confluent, None) => return Err(Error::Config(
+                "--format confluent: expected --schema-registry-url (RTIS_SCHEMA_REGISTRY_URL) \
+                     too, found none"
+                    .into(),
+            )),
+            (Format::Avro | Format::Json, Some(_)) => {
+                return Err(Error::Config(format!(
+                    "--schema-registry-url: only used with --format confluent, found --format {}",
+                    self.format.to_possible_value().expect("named").get_name()
+                )))
+            }
+            _ => {}
+        }
+        self.registry.client()?;
         Ok(())
     }
 

@@ -279,6 +279,9 @@ enum Undecodable {
     NotNow(String),
     /// It can never be decoded: to the dead-letter file.
     Never(String),
+    /// The consumer is not set up to read it (a Confluent-framed record without
+    /// `--schema-registry-url`): stop, naming the setting.
+    Stop(String),
 }
 
 impl Undecodable {
@@ -286,11 +289,13 @@ impl Undecodable {
         match self {
             Undecodable::NotNow(m) => Undecodable::NotNow(format!("{what}: {m}")),
             Undecodable::Never(m) => Undecodable::Never(format!("{what}: {m}")),
+            Undecodable::Stop(m) => Undecodable::Stop(format!("{what}: {m}")),
         }
     }
 }
 
-/// Writer schemas by fingerprint, loaded from `<topic>-schemas`.
+/// Writer schemas: by fingerprint, loaded from `<topic>-schemas` (single-object records), and
+/// by id, from the Schema Registry (Confluent-framed records).
 struct Schemas {
     brokers: String,
     extra: Vec<String>,
@@ -298,6 +303,8 @@ struct Schemas {
     cache: HashMap<[u8; 8], WriterSchema>,
     /// Full reads of the schema topic that missed a fingerprint.
     misses: HashMap<[u8; 8], u32>,
+    registry: Option<Arc<crate::registry::Registry>>,
+    by_id: HashMap<u32, WriterSchema>,
 }
 
 impl Schemas {
@@ -325,7 +332,50 @@ impl Schemas {
         )
     }
 
+    /// Decodes a key or value in any format rtis writes, told apart by the first byte: `C3`
+    /// single-object Avro, `00` Confluent-framed Avro, `{` JSON.
     fn decode(&mut self, bytes: &[u8]) -> std::result::Result<Json, Undecodable> {
+        match bytes.first() {
+            Some(0xC3) => self.decode_single_object(bytes),
+            Some(&crate::registry::CONFLUENT_MAGIC) => self.decode_confluent(bytes),
+            Some(b'{') => serde_json::from_slice(bytes)
+                .map_err(|e| Undecodable::Never(format!("JSON that does not parse: {e}"))),
+            _ => Err(Undecodable::Never(
+                "not a format rtis writes (expected Avro single-object C3 01, Confluent-framed \
+                 Avro 00, or a JSON object)"
+                    .into(),
+            )),
+        }
+    }
+
+    fn decode_confluent(&mut self, bytes: &[u8]) -> std::result::Result<Json, Undecodable> {
+        let (id, body) = crate::registry::split_confluent(bytes)
+            .ok_or_else(|| Undecodable::Never("Confluent framing shorter than 5 bytes".into()))?;
+        let Some(registry) = &self.registry else {
+            return Err(Undecodable::Stop(format!(
+                "a Confluent-framed record (schema id {id}): expected --schema-registry-url \
+                 (RTIS_SCHEMA_REGISTRY_URL) to look its schema up, found none"
+            )));
+        };
+        let schema = match self.by_id.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let json = registry.schema(id).map_err(|e| {
+                    if e.is_unavailable() {
+                        Undecodable::NotNow(format!("schema id {id}: {e}"))
+                    } else {
+                        Undecodable::Never(format!("schema id {id}: {e}"))
+                    }
+                })?;
+                slot.insert(WriterSchema::parse(&json).map_err(|e| {
+                    Undecodable::Never(format!("schema id {id} from the registry: {e}"))
+                })?)
+            }
+        };
+        crate::avro::decode_to_json(schema, body).map_err(Undecodable::Never)
+    }
+
+    fn decode_single_object(&mut self, bytes: &[u8]) -> std::result::Result<Json, Undecodable> {
         let (fp, body) = split_single_object(bytes).ok_or_else(|| {
             Undecodable::Never("not Avro single-object encoded (no C3 01 marker)".into())
         })?;
@@ -445,6 +495,8 @@ pub fn run_blocking(
         topic: format!("{}-schemas", cfg.topic),
         cache: HashMap::new(),
         misses: HashMap::new(),
+        registry: cfg.registry.client()?,
+        by_id: HashMap::new(),
     };
     tracing::info!(topic = %cfg.topic, group = %cfg.group, dir = %cfg.out_dir.display(), "consuming");
     let mut batch = 0usize;
@@ -486,6 +538,14 @@ pub fn run_blocking(
                             Err(Undecodable::NotNow(err)) => {
                                 tracing::warn!(partition = p, offset = m.offset(), error = %err, retry_in_ms = retry_wait.as_millis() as u64, "cannot decode a record right now; reading it again later");
                                 rewind = Some((p, m.offset()));
+                            }
+                            Err(Undecodable::Stop(err)) => {
+                                drop(files);
+                                consumer.context().fail(Error::Config(format!(
+                                    "partition {p} offset {}: {err}",
+                                    m.offset()
+                                )));
+                                break;
                             }
                             Err(Undecodable::Never(err)) => {
                                 tracing::warn!(partition = p, offset = m.offset(), error = %err, "dead-lettering an undecodable record");

@@ -94,6 +94,10 @@ pub enum Error {
     /// At start this stops the producer; inside the reconnect loop it is retried.
     #[error("{0}")]
     BrokerUnavailable(String),
+    /// The Schema Registry could not be reached or failed (`--format confluent`): retried like
+    /// a broker outage; no record is sent without its registered schema.
+    #[error("{0}")]
+    RegistryUnavailable(String),
     /// A record exceeds the producer's (or the broker's) message size limit. Never dropped:
     /// the producer stops before the checkpoint passes it.
     #[error(
@@ -232,6 +236,7 @@ impl Error {
             }
             Error::StreamLost { .. }
             | Error::BrokerUnavailable(_)
+            | Error::RegistryUnavailable(_)
             | Error::DeliveryTimeout { .. } => true,
             Error::Table { inner, .. } => inner.is_transient(),
             _ => false,

@@ -19,8 +19,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter, SnapshotState};
 use crate::config::ProducerConfig;
-use crate::config::SnapshotMode;
+use crate::config::{Format, SnapshotMode};
 use crate::error::{chain, Error, Result};
+use crate::framing::Framing;
 use crate::kafka;
 use crate::metrics::{ProducerMetrics, ProducerRegistry};
 use crate::position::SourcePos;
@@ -117,6 +118,7 @@ async fn run_inner(
     let _ = conn.disconnect().await;
     tracing::info!(version = %facts.version, table = %format!("{db}.{}", cfg.table), source = %facts.source, "source preflight passed");
     ensure_topics(cfg).await?;
+    let framing = framing(cfg).await?;
 
     let path = cfg.state.clone();
     // SQLite stays off the async workers
@@ -140,7 +142,7 @@ async fn run_inner(
     let result = loop {
         let started = Instant::now();
         let res = session(
-            cfg, &opts, &facts, &mut state, &writer, &last_tx, &mut stop, metrics,
+            cfg, &opts, &facts, &framing, &mut state, &writer, &last_tx, &mut stop, metrics,
         )
         .await;
         if let Some(cp) = last_rx.borrow().clone() {
@@ -190,6 +192,34 @@ struct Resume {
     snapshot_requested: bool,
 }
 
+/// The framing of `--format`; for `confluent`, checks first that the registry answers.
+async fn framing(cfg: &ProducerConfig) -> Result<Framing> {
+    Ok(match cfg.format {
+        Format::Avro => Framing::SingleObject,
+        Format::Json => Framing::Json,
+        Format::Confluent => {
+            let registry = cfg.registry.client()?.ok_or_else(|| {
+                Error::Config("--format confluent: expected --schema-registry-url".into())
+            })?;
+            let r = registry.clone();
+            tokio::task::spawn_blocking(move || r.check())
+                .await
+                .expect("registry check")
+                .map_err(|e| {
+                    Error::Preflight(format!(
+                        "--schema-registry-url: expected a Schema Registry (Confluent API) that \
+                         answers GET /subjects, found: {e}"
+                    ))
+                })?;
+            tracing::info!(registry = %registry.url(), "schema registry reachable; records use the Confluent wire format");
+            Framing::Confluent {
+                registry,
+                topic: cfg.topic.clone(),
+            }
+        }
+    })
+}
+
 async fn ensure_topics(cfg: &ProducerConfig) -> Result<()> {
     let replication = kafka::Replication {
         factor: cfg.replication_factor,
@@ -222,16 +252,16 @@ async fn ensure_topics(cfg: &ProducerConfig) -> Result<()> {
     }
     // compacted side topics: writer schemas by fingerprint, checkpoints by connector (small
     // segments so compaction keeps the checkpoint topic short: it is read whole at start)
-    for (topic, extra) in [
-        (format!("{}-schemas", cfg.topic), vec![]),
-        (
-            crate::sink::checkpoint_topic(&cfg.topic),
-            vec![
-                ("segment.bytes", "8388608"),
-                ("min.cleanable.dirty.ratio", "0.1"),
-            ],
-        ),
-    ] {
+    // (the schema topic only for --format avro: the others keep no schemas in Kafka)
+    let schemas = (cfg.format == Format::Avro).then(|| (format!("{}-schemas", cfg.topic), vec![]));
+    let checkpoints = (
+        crate::sink::checkpoint_topic(&cfg.topic),
+        vec![
+            ("segment.bytes", "8388608"),
+            ("min.cleanable.dirty.ratio", "0.1"),
+        ],
+    );
+    for (topic, extra) in schemas.into_iter().chain([checkpoints]) {
         if info(topic.clone()).await?.is_none() {
             let mut config = vec![("cleanup.policy", "compact")];
             config.extend(extra);
@@ -300,6 +330,7 @@ async fn session(
     cfg: &ProducerConfig,
     opts: &mysql_async::Opts,
     facts: &preflight::SourceFacts,
+    framing: &Framing,
     resume: &mut Resume,
     writer: &CheckpointWriter,
     last: &watch::Sender<Option<Checkpoint>>,
@@ -510,6 +541,7 @@ async fn session(
         last_updated,
     );
     streamer.metrics = metrics.clone();
+    streamer.framing = framing.clone();
     metrics.session_started();
     // until this session's first commit, the lag counts from the checkpointed commit (a
     // backlog at start shows as lag, not as 0)

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use crate::avro::{self, SourceInfo, WriterSchema};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::framing::{Framing, Headers};
 use crate::kafka::partition_for;
 use crate::position::{file_seq, BinlogPosition, SourcePos};
 use crate::preflight::{self, SourceFacts};
@@ -37,20 +38,33 @@ use crate::schema::{ColumnKind, TableSchema};
 use crate::sink::Sink;
 use crate::value::{convert, Datum};
 
-/// Writer schemas and table schema prepared once per distinct TABLE_MAP.
+/// Writer schemas, record headers and table schema prepared once per distinct TABLE_MAP.
 #[derive(Debug)]
 pub struct Prepared {
     pub table: TableSchema,
     pub value: WriterSchema,
     pub key: WriterSchema,
+    /// What precedes the key and value bodies (see [`crate::framing`]).
+    pub headers: Headers,
     pub timestamp_column: Option<usize>,
 }
 
 impl Prepared {
-    pub fn new(table: TableSchema, ts_col: &str) -> Result<Self> {
+    /// Schemas of `table`, framed by `framing` (for `confluent`, registered in the registry
+    /// first). `changes`: how the table differs from its previous shape, named in a refusal.
+    pub async fn new(
+        table: TableSchema,
+        ts_col: &str,
+        framing: &Framing,
+        changes: String,
+    ) -> Result<Self> {
+        let value = WriterSchema::parse(&avro::envelope_schema_json(&table))?;
+        let key = WriterSchema::parse(&avro::key_schema_json(&table))?;
+        let headers = framing.headers(&table, &key, &value, changes).await?;
         Ok(Self {
-            value: WriterSchema::parse(&avro::envelope_schema_json(&table))?,
-            key: WriterSchema::parse(&avro::key_schema_json(&table))?,
+            value,
+            key,
+            headers,
             timestamp_column: table.column_index(ts_col),
             table,
         })
@@ -86,6 +100,8 @@ pub struct Streamer<'a> {
     pub max_message_bytes: String,
     /// Highest `last_updated` seen, carried into checkpoints.
     pub last_updated_us: Option<i64>,
+    /// How records are framed (`--format`).
+    pub framing: Framing,
     // state while streaming
     file: String,
     gtid: Option<String>,
@@ -385,6 +401,7 @@ impl<'a> Streamer<'a> {
             metrics: Arc::default(),
             max_message_bytes: "message.max.bytes".into(),
             last_updated_us,
+            framing: Framing::default(),
             file: String::new(),
             gtid: None,
             in_txn: false,
@@ -781,8 +798,9 @@ impl<'a> Streamer<'a> {
                             ),
                         });
                     }
+                    let mut changes = Vec::new();
                     if let Some(old) = &self.last_schema {
-                        let changes = crate::schema::describe_changes(old, &table);
+                        changes = crate::schema::describe_changes(old, &table);
                         if !changes.is_empty() {
                             tracing::warn!(
                                 position = %self.here(log_pos),
@@ -795,8 +813,17 @@ impl<'a> Streamer<'a> {
                         }
                     }
                     self.last_schema = Some(table.clone());
-                    let prepared = Prepared::new(table, &self.timestamp_column)?;
-                    self.publish(&prepared)?;
+                    let prepared =
+                        self.prepare(table, changes.join("; "))
+                            .await
+                            .map_err(|e| match e {
+                                // a refused schema: say where in the binlog it stopped
+                                Error::Schema(msg) => Error::Binlog {
+                                    position: self.here(log_pos),
+                                    msg,
+                                },
+                                e => e,
+                            })?;
                     self.tables
                         .insert(id, (Arc::new(t.into_owned()), Arc::new(prepared)));
                 }
@@ -926,9 +953,15 @@ impl<'a> Streamer<'a> {
         Ok(out)
     }
 
-    fn publish(&mut self, p: &Prepared) -> Result<()> {
-        self.sink.publish_schema(&p.value)?;
-        self.sink.publish_schema(&p.key)
+    /// Prepares a table shape: its schemas, and (before any record uses them) their
+    /// publication — into `<topic>-schemas` in the open transaction, or the registry.
+    pub async fn prepare(&mut self, table: TableSchema, changes: String) -> Result<Prepared> {
+        let p = Prepared::new(table, &self.timestamp_column, &self.framing, changes).await?;
+        if matches!(self.framing, Framing::SingleObject) {
+            self.sink.publish_schema(&p.value)?;
+            self.sink.publish_schema(&p.key)?;
+        }
+        Ok(p)
     }
 
     /// A transaction boundary: the next transaction starts at `position`.
@@ -994,8 +1027,7 @@ impl<'a> Streamer<'a> {
             self.note_timestamp(p, row);
         }
         let key_of = |this: &mut Self, row: &[Datum]| -> Vec<u8> {
-            this.key_buf.clear();
-            avro::encode_key(&mut this.key_buf, &p.key, &p.table, row);
+            crate::framing::encode_key(&mut this.key_buf, &p.headers, &p.key, &p.table, row);
             this.key_buf.clone()
         };
         match (before, after) {
@@ -1049,8 +1081,7 @@ impl<'a> Streamer<'a> {
         ts_ms: i64,
     ) -> Result<()> {
         self.note_timestamp(p, &row);
-        self.key_buf.clear();
-        avro::encode_key(&mut self.key_buf, &p.key, &p.table, &row);
+        crate::framing::encode_key(&mut self.key_buf, &p.headers, &p.key, &p.table, &row);
         let key = self.key_buf.clone();
         let partition = partition_for(&key, self.partitions);
         self.send_envelope(
@@ -1087,11 +1118,6 @@ impl<'a> Streamer<'a> {
     /// together when its policy says so).
     pub async fn checkpoint(&mut self, cp: Checkpoint) -> Result<()> {
         self.sink.boundary(cp).await
-    }
-
-    /// Ensures the writer schemas of `p` are in the schema topic.
-    pub fn publish_schemas(&mut self, p: &Prepared) -> Result<()> {
-        self.publish(p)
     }
 
     fn duplicate(&mut self, pos: &SourcePos) -> bool {
@@ -1156,7 +1182,7 @@ impl<'a> Streamer<'a> {
         };
         avro::encode_envelope(
             &mut buf,
-            &p.value,
+            &p.headers.value,
             &p.table,
             op,
             before,
@@ -1164,6 +1190,9 @@ impl<'a> Streamer<'a> {
             &src,
             now_ms(),
         );
+        if p.headers.json {
+            crate::framing::to_json(&mut buf, &p.value);
+        }
         let res = self.produce(key, Some(&buf), partition, pos, op).await;
         self.buf = buf;
         res

@@ -36,7 +36,7 @@ use crate::checkpoint::{Checkpoint, SnapshotState, SortKey};
 use crate::error::{Error, Result};
 use crate::position::{BinlogPosition, SourcePos};
 use crate::preflight::{self, SourceFacts};
-use crate::replication::{Prepared, Streamer};
+use crate::replication::Streamer;
 use crate::schema::ColumnKind;
 use crate::value::{convert, format_micros, Datum};
 
@@ -158,11 +158,9 @@ pub async fn run(
     stop: &watch::Receiver<bool>,
 ) -> Result<bool> {
     let mut state: SnapshotState = cp.snapshot.clone().expect("snapshot state");
-    let prepared = Prepared::new(
-        facts.schema.clone(),
-        &facts.schema.columns[facts.timestamp_column].name,
-    )?;
-    streamer.publish_schemas(&prepared)?;
+    let prepared = streamer
+        .prepare(facts.schema.clone(), String::new())
+        .await?;
     let anchor = SourcePos {
         file_seq: cp.position.file_seq(),
         pos: cp.position.pos,

@@ -7,6 +7,7 @@
 pub mod env;
 pub mod kafka;
 pub mod ledger;
+pub mod registry;
 
 #[allow(unused_imports)]
 pub use kafka::{Broker, TopicCounter};
@@ -562,6 +563,7 @@ pub fn consumer_config(
     rtis::config::ConsumerConfig {
         brokers: bootstrap.to_string(),
         topic: topic.to_string(),
+        registry: Default::default(),
         group: group.to_string(),
         out_dir: dir.to_path_buf(),
         kafka_options: vec![],
@@ -614,6 +616,8 @@ pub fn producer_config(
         timestamp_column: "last_updated".into(),
         zero_dates: Default::default(),
         brokers: broker.bootstrap(),
+        format: Default::default(),
+        registry: Default::default(),
         topic: topic.to_string(),
         partitions: Some(3),
         replication_factor: None,
