@@ -228,6 +228,79 @@ async fn a_confluent_record_without_a_registry_url_stops_the_consumer_naming_the
     );
 }
 
+/// A sample of the producer's Prometheus endpoint.
+fn metric(addr: &str, name: &str) -> Option<f64> {
+    let text = ureq::get(&format!("http://{addr}/metrics"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswering_registry_holds_the_new_shape_back_and_is_retried_until_it_answers() {
+    // a registry of its own: this test freezes it
+    let registry = tokio::task::spawn_blocking(SchemaRegistry::start)
+        .await
+        .unwrap();
+    let db = MariaDb::start();
+    let shop = db.create_shop().await;
+    let broker = Broker::shared();
+    let topic = unique("confluent_outage");
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cfg = producer_config(&db, &shop, broker, &topic, &dir.path().join("s.sqlite"));
+    cfg.format = rtis::config::Format::Confluent;
+    cfg.registry.schema_registry_url = Some(registry.url.clone());
+    cfg.metrics_addr = Some(addr.clone());
+    let producer = InProcess::start_streaming(cfg).await;
+    db.exec(
+        &shop,
+        "INSERT INTO product (id, name, price) VALUES (1, 'Lamp', 19.99)",
+    )
+    .await;
+    let bs = broker.bootstrap();
+    records_at_least(&bs, &topic, 1, Duration::from_secs(60)).await;
+
+    registry.pause(true);
+    // a new shape needs a new registration, which cannot happen now
+    db.exec(&shop, "ALTER TABLE product ADD COLUMN stock INT NULL")
+        .await;
+    db.exec(
+        &shop,
+        "INSERT INTO product (id, name, price, stock) VALUES (2, 'Desk', 120.00, 5)",
+    )
+    .await;
+    let reconnects = "rtis_reconnects_total{table=\"product\"}";
+    eventually(
+        Duration::from_secs(90),
+        "a session failed on the registry and is retried",
+        || async { (metric(&addr, reconnects).unwrap_or(0.0) >= 1.0).then_some(()) },
+    )
+    .await;
+    assert!(
+        !producer.handle.is_finished(),
+        "an outage does not stop the producer"
+    );
+    assert_eq!(
+        record_count(&bs, &topic).await,
+        1,
+        "nothing sent without its schema"
+    );
+
+    registry.pause(false);
+    let lines = consume(&bs, &topic, Some(&registry.url), 2).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let desk = lines.iter().find(|l| l["key"]["id"] == "2").unwrap();
+    assert_eq!(desk["after"]["stock"], 5, "{desk}");
+    assert_eq!(registry.versions(&format!("{topic}-value")), vec![1, 2]);
+    producer.stop().await.unwrap();
+}
+
 /// The committed records of `topic` as raw (key, value) bytes.
 async fn raw_records(
     bootstrap: &str,

@@ -112,6 +112,14 @@ impl SchemaRegistry {
         }
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the registry: it accepts connections but answers
+    /// nothing meanwhile.
+    pub fn pause(&self, on: bool) {
+        let sig = if on { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: signalling our own child
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
