@@ -159,6 +159,13 @@ pub struct ProducerConfig {
     #[arg(long, env = "RTIS_MIN_INSYNC_REPLICAS")]
     pub min_insync_replicas: Option<i32>,
 
+    /// Run as one of several producers of this connector (same `--name`, topic and source, on
+    /// other machines): one is active, the others wait and take over within seconds when it
+    /// dies (a Kafka consumer group, `rtis-standby-<name>`, elects it; fencing keeps it exactly
+    /// once). Each instance may have its own `--state`: the topic holds the checkpoint.
+    #[arg(long, env = "RTIS_STANDBY")]
+    pub standby: bool,
+
     /// Connector name: identifies this connector's records (header `rtis.writer`), its
     /// checkpoint in `<topic>-checkpoints` and its Kafka `transactional.id` (`rtis-<name>`),
     /// which fences any earlier producer of the same name. Keep it stable across restarts
@@ -407,6 +414,13 @@ impl ProducerConfig {
             ));
         }
         self.since_us()?;
+        if self.standby && self.snapshot == SnapshotMode::SnapshotOnly {
+            return Err(Error::Config(
+                "--standby: a one-time backfill (--snapshot snapshot-only) has nothing to take \
+                 over; expected one of them, found both"
+                    .into(),
+            ));
+        }
         match (self.format, &self.registry.schema_registry_url) {
             (Format::Confluent, None) => return Err(Error::Config(
                 "--format confluent: expected --schema-registry-url (RTIS_SCHEMA_REGISTRY_URL) \

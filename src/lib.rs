@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod compressed;
 pub mod config;
 pub mod consumer;
+pub mod election;
 pub mod error;
 pub mod framing;
 pub mod kafka;

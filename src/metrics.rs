@@ -60,6 +60,7 @@ pub struct ProducerRegistry {
     events: Family<TableOpLabel, Counter>,
     in_flight: Family<TableLabel, Gauge>,
     reconnects: Family<TableLabel, Counter>,
+    active: Family<TableLabel, Gauge>,
     snapshot_rows_done: Family<TableLabel, Gauge>,
     snapshot_rows_total: Family<TableLabel, Gauge>,
     lag_ms: Family<TableLabel, Gauge>,
@@ -88,6 +89,7 @@ impl ProducerRegistry {
             events: Family::default(),
             in_flight: Family::default(),
             reconnects: Family::default(),
+            active: Family::default(),
             snapshot_rows_done: Family::default(),
             snapshot_rows_total: Family::default(),
             lag_ms: Family::default(),
@@ -111,6 +113,11 @@ impl ProducerRegistry {
             "reconnects",
             "Sessions restarted after a transient error (lost connection, broker timeout)",
             r.reconnects.clone(),
+        );
+        registry.register(
+            "active",
+            "1 while this process holds the connector's active role and writes its topic; 0 while it stands by (--standby) or starts",
+            r.active.clone(),
         );
         registry.register(
             "snapshot_rows_done",
@@ -164,6 +171,7 @@ impl ProducerRegistry {
             events: self.events.clone(),
             in_flight: self.in_flight.get_or_create(&l).clone(),
             reconnects: self.reconnects.get_or_create(&l).clone(),
+            active: self.active.get_or_create(&l).clone(),
             snapshot_rows_done: self.snapshot_rows_done.get_or_create(&l).clone(),
             snapshot_rows_total: self.snapshot_rows_total.get_or_create(&l).clone(),
             lag_ms: self.lag_ms.get_or_create(&l).clone(),
@@ -200,6 +208,7 @@ pub struct ProducerMetrics {
     events: Family<TableOpLabel, Counter>,
     in_flight: Gauge,
     reconnects: Counter,
+    active: Gauge,
     snapshot_rows_done: Gauge,
     snapshot_rows_total: Gauge,
     lag_ms: Gauge,
@@ -260,6 +269,11 @@ impl ProducerMetrics {
 
     pub fn reconnected(&self) {
         self.reconnects.inc();
+    }
+
+    /// This process holds (or gave up) the connector's active role.
+    pub fn set_active(&self, active: bool) {
+        self.active.set(active as i64);
     }
 
     /// Every transaction whose records were acknowledged, with its binlog commit time.

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter, SnapshotState};
 use crate::config::ProducerConfig;
 use crate::config::{Format, SnapshotMode};
+use crate::election::Election;
 use crate::error::{chain, Error, Result};
 use crate::framing::Framing;
 use crate::kafka;
@@ -66,7 +67,7 @@ pub async fn run(
     let res = if let [one] = tables.as_slice() {
         let metrics = registry.table(&one.table);
         metrics.set_heartbeat(one.heartbeat());
-        run_inner(one, stop_rx, &metrics).await
+        run_table(one, stop_rx, &metrics).await
     } else {
         let mut set = tokio::task::JoinSet::new();
         for t in tables {
@@ -74,7 +75,7 @@ pub async fn run(
             metrics.set_heartbeat(t.heartbeat());
             set.spawn(async move {
                 let table = t.table.clone();
-                run_inner(&t, rx, &metrics).await.map_err(|e| Error::Table {
+                run_table(&t, rx, &metrics).await.map_err(|e| Error::Table {
                     table,
                     inner: Box::new(e),
                 })
@@ -102,10 +103,45 @@ pub async fn run(
     res
 }
 
+/// One table's producer; with `--standby`, as long as it holds the active role, standing by
+/// again when it loses it (see [`crate::election`]).
+async fn run_table(
+    cfg: &ProducerConfig,
+    stop: watch::Receiver<bool>,
+    metrics: &Arc<ProducerMetrics>,
+) -> Result<()> {
+    if !cfg.standby {
+        return run_inner(cfg, stop, metrics, None).await;
+    }
+    let connector = cfg.connector_name();
+    let mut election = Election::join(
+        &cfg.brokers,
+        &cfg.kafka_options,
+        &connector,
+        &crate::sink::checkpoint_topic(&cfg.topic),
+    )?;
+    let res = loop {
+        let res = run_inner(cfg, stop.clone(), metrics, Some(&mut election)).await;
+        if *stop.borrow() {
+            break res;
+        }
+        match res {
+            // the role went elsewhere (this one was cut off, or paused, and fenced): wait again
+            Ok(()) | Err(Error::Fenced { .. }) => {
+                tracing::warn!(connector = %connector, "no longer the active producer of the connector; standing by");
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    election.leave().await;
+    res
+}
+
 async fn run_inner(
     cfg: &ProducerConfig,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     metrics: &Arc<ProducerMetrics>,
+    election: Option<&mut Election>,
 ) -> Result<()> {
     let opts = preflight::mysql_opts(&cfg.mysql_url, cfg.mysql_password.as_deref())?;
     let db = opts.db_name().unwrap_or_default().to_string();
@@ -119,6 +155,15 @@ async fn run_inner(
     tracing::info!(version = %facts.version, table = %format!("{db}.{}", cfg.table), source = %facts.source, "source preflight passed");
     ensure_topics(cfg).await?;
     let framing = framing(cfg).await?;
+    let (mut stop, _watch_role) = match election {
+        None => (stop, None),
+        Some(election) => match stand_by(cfg, election, stop).await {
+            Some((stop, watcher)) => (stop, Some(watcher)),
+            None => return Ok(()), // stopped while standing by
+        },
+    };
+    metrics.set_active(true);
+    let _inactive_on_return = Deferred(Some(|| metrics.set_active(false)));
 
     let path = cfg.state.clone();
     // SQLite stays off the async workers
@@ -182,6 +227,55 @@ async fn run_inner(
         tracing::info!(position = %cp.position, gtid = ?cp.gtid, "checkpoint on exit");
     }
     result
+}
+
+/// Waits for the active role (`None`: stopped first). Returns the stop signal of the active
+/// run: the user's stop, or the loss of the role, and the task that raises it.
+async fn stand_by(
+    cfg: &ProducerConfig,
+    election: &mut Election,
+    mut stop: watch::Receiver<bool>,
+) -> Option<(watch::Receiver<bool>, AbortOnDrop)> {
+    if !election.is_active() {
+        tracing::info!(connector = %cfg.connector_name(), group = %crate::election::group(&cfg.connector_name()), "standing by: waiting for the connector's active role (held by another producer, or being assigned)");
+    }
+    tokio::select! {
+        _ = election.active() => {}
+        _ = stop.wait_for(|s| *s) => return None,
+    }
+    tracing::info!(connector = %cfg.connector_name(), "active: this producer now writes the connector's topic");
+    let (tx, rx) = watch::channel(false);
+    let mut role = election.role();
+    let watcher = tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {}
+            _ = role.wait_for(|active| !*active) => {
+                tracing::warn!("lost the active role (the election's session expired, or another member took over); stopping this session");
+            }
+        }
+        let _ = tx.send(true);
+    });
+    Some((rx, AbortOnDrop(watcher)))
+}
+
+/// Runs its function when dropped.
+struct Deferred<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for Deferred<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What the producer knows of its progress between sessions.

@@ -622,6 +622,7 @@ pub fn producer_config(
         partitions: Some(3),
         replication_factor: None,
         min_insync_replicas: None,
+        standby: false,
         name: None,
         state: state.to_path_buf(),
         server_id: 9000 + NEXT_ID.fetch_add(1, Ordering::SeqCst),
