@@ -363,6 +363,11 @@ impl Schemas {
                 let json = registry.schema(id).map_err(|e| {
                     if e.is_unavailable() {
                         Undecodable::NotNow(format!("schema id {id}: {e}"))
+                    } else if e.is_setup() {
+                        // wrong credentials or not a registry's URL: no record would decode
+                        Undecodable::Stop(format!(
+                            "schema id {id}: {e} (check --schema-registry-url and its credentials)"
+                        ))
                     } else {
                         Undecodable::Never(format!("schema id {id}: {e}"))
                     }

@@ -171,6 +171,11 @@ impl Election {
         let _ = self.leader.wait_for(|a| *a).await;
     }
 
+    /// Resolves once this process no longer holds the role, or after `limit`.
+    pub async fn inactive_within(&mut self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.leader.wait_for(|a| !*a)).await;
+    }
+
     /// Leaves the election (the role passes to a standby at once); waits off the async workers.
     pub async fn leave(mut self) {
         self.stop.store(true, Ordering::SeqCst);

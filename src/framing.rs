@@ -128,6 +128,17 @@ fn registry_error(e: RegistryError, table: &TableSchema, subject: &str, changes:
             table.db, table.table
         )),
         RegistryError::Config(msg) => Error::Config(msg),
+        RegistryError::Refused { .. } if e.is_setup() => Error::Config(format!(
+            "--schema-registry-url: registering the writer schema of `{}`.`{}` under subject \
+             {subject}: {e}. Check the URL (Apicurio: .../apis/ccompat/v7) and the credentials \
+             (--schema-registry-user, RTIS_SCHEMA_REGISTRY_PASSWORD)",
+            table.db, table.table
+        )),
+        RegistryError::Refused { status, .. } if status != 409 => Error::Schema(format!(
+            "the schema registry refused the writer schema of `{}`.`{}` under subject {subject}: \
+             {e}. Nothing of this shape was sent; the checkpoint stays before it",
+            table.db, table.table
+        )),
         RegistryError::Refused { .. } => Error::Schema(format!(
             "the schema registry refused the writer schema of `{}`.`{}` under subject {subject}{}: \
              {e}. Nothing of the new shape was sent; the checkpoint stays before it. Make the \
@@ -141,6 +152,16 @@ fn registry_error(e: RegistryError, table: &TableSchema, subject: &str, changes:
                 format!(" (the table changed: {changes})")
             }
         )),
+    }
+}
+
+/// The `--format` a key or value was written in, by its first byte.
+pub fn format_of(bytes: &[u8]) -> Option<&'static str> {
+    match bytes.first()? {
+        0xC3 => Some("avro"),
+        &registry::CONFLUENT_MAGIC => Some("confluent"),
+        b'{' => Some("json"),
+        _ => None,
     }
 }
 

@@ -474,6 +474,8 @@ pub struct Tail {
     pub writer: Option<String>,
     /// `rtis.source`: the source server it was read from.
     pub source: Option<String>,
+    /// The `--format` its key is written in (by its first byte).
+    pub format: Option<&'static str>,
 }
 
 fn header(m: &BorrowedMessage<'_>, name: &str) -> Option<String> {
@@ -548,6 +550,7 @@ pub fn read_partition_tails(
                                 pos: header(&m, POS_HEADER).and_then(|s| s.parse().ok()),
                                 writer: header(&m, WRITER_HEADER),
                                 source: header(&m, SOURCE_HEADER),
+                                format: m.key().and_then(crate::framing::format_of),
                             });
                         }
                     }

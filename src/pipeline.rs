@@ -113,6 +113,9 @@ async fn run_table(
     if !cfg.standby {
         return run_inner(cfg, stop, metrics, None).await;
     }
+    // a standby checks everything an active start would, so a misconfiguration shows now and
+    // not at the takeover; it checks again once elected (the table may change meanwhile)
+    preflight_all(cfg).await?;
     let connector = cfg.connector_name();
     let mut election = Election::join(
         &cfg.brokers,
@@ -120,15 +123,41 @@ async fn run_table(
         &connector,
         &crate::sink::checkpoint_topic(&cfg.topic),
     )?;
+    let mut failures = 0u32;
     let res = loop {
+        let started = Instant::now();
         let res = run_inner(cfg, stop.clone(), metrics, Some(&mut election)).await;
         if *stop.borrow() {
             break res;
         }
         match res {
-            // the role went elsewhere (this one was cut off, or paused, and fenced): wait again
-            Ok(()) | Err(Error::Fenced { .. }) => {
+            // the role went elsewhere (cut off from the brokers, or paused): wait again
+            Ok(()) => {
                 tracing::warn!(connector = %connector, "no longer the active producer of the connector; standing by");
+            }
+            // another member took over while this one still held the role: give the election
+            // time to notice before trying again, instead of fencing the new active one back
+            Err(Error::Fenced { .. }) => {
+                tracing::warn!(connector = %connector, "fenced by another producer of the connector; standing by");
+                election
+                    .inactive_within(2 * crate::election::SESSION_TIMEOUT)
+                    .await;
+            }
+            // an outage (the source, the brokers, the registry) at the start of an active run,
+            // or an error while giving up the role: stand by again, with backoff
+            Err(e) if e.is_transient() || !election.is_active() => {
+                if started.elapsed() > Duration::from_secs(60) {
+                    failures = 0;
+                }
+                failures += 1;
+                let wait = Duration::from_millis(500 * 2u64.pow(failures.min(6)))
+                    .min(Duration::from_secs(30));
+                tracing::warn!(connector = %connector, error = %chain(&e), retry_in_ms = wait.as_millis() as u64, "the active run failed; standing by again");
+                let mut s = stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = s.wait_for(|s| *s) => break Ok(()),
+                }
             }
             Err(e) => break Err(e),
         }
@@ -137,15 +166,13 @@ async fn run_table(
     res
 }
 
-async fn run_inner(
+/// Everything checked before anything is written: the source, the topics (created when
+/// allowed), the registry.
+async fn preflight_all(
     cfg: &ProducerConfig,
-    stop: watch::Receiver<bool>,
-    metrics: &Arc<ProducerMetrics>,
-    election: Option<&mut Election>,
-) -> Result<()> {
+) -> Result<(mysql_async::Opts, preflight::SourceFacts, Framing)> {
     let opts = preflight::mysql_opts(&cfg.mysql_url, cfg.mysql_password.as_deref())?;
     let db = opts.db_name().unwrap_or_default().to_string();
-    // preflight before anything is written
     let mut conn = preflight::connect(&opts).await?;
     let mut facts =
         preflight::check_source(&mut conn, &db, &cfg.table, &cfg.timestamp_column).await?;
@@ -155,6 +182,17 @@ async fn run_inner(
     tracing::info!(version = %facts.version, table = %format!("{db}.{}", cfg.table), source = %facts.source, "source preflight passed");
     ensure_topics(cfg).await?;
     let framing = framing(cfg).await?;
+    Ok((opts, facts, framing))
+}
+
+async fn run_inner(
+    cfg: &ProducerConfig,
+    stop: watch::Receiver<bool>,
+    metrics: &Arc<ProducerMetrics>,
+    election: Option<&mut Election>,
+) -> Result<()> {
+    // with --standby, wait for the role first: the preflight below then describes the source
+    // as it is at the takeover
     let (mut stop, _watch_role) = match election {
         None => (stop, None),
         Some(election) => match stand_by(cfg, election, stop).await {
@@ -162,6 +200,8 @@ async fn run_inner(
             None => return Ok(()), // stopped while standing by
         },
     };
+    // preflight before anything is written
+    let (opts, facts, framing) = preflight_all(cfg).await?;
     metrics.set_active(true);
     let _inactive_on_return = Deferred(Some(|| metrics.set_active(false)));
 
@@ -501,7 +541,7 @@ async fn session(
             })
         })
         .transpose()?;
-    check_tails(&names, &tails, topic_cp.is_some())?;
+    check_tails(&names, &tails, topic_cp.is_some(), framing.name())?;
 
     let (start_cp, skip_up_to) = choose_start(
         resume.stored.as_ref(),
@@ -727,6 +767,7 @@ fn check_tails(
     names: &SinkNames,
     tails: &[Option<kafka::Tail>],
     has_checkpoint: bool,
+    format: &str,
 ) -> Result<()> {
     let expected = format!(
         "connector {:?} from source {}",
@@ -746,6 +787,16 @@ fn check_tails(
                         names.topic,
                         names.connector,
                         crate::sink::checkpoint_topic(&names.topic)
+                    )));
+                }
+                if let Some(found) = t.format.filter(|f| *f != format) {
+                    return Err(Error::Preflight(format!(
+                        "--format: topic {} partition {p} holds records of this connector in format \
+                         {found} (its last, offset {}), and this producer writes {format}. A key's \
+                         bytes, and so its partition, differ between formats: per-key order and \
+                         compaction would break. Keep --format {found}, or write the new format to a \
+                         new topic (with a new --state file)",
+                        names.topic, t.offset
                     )));
                 }
                 continue;

@@ -68,6 +68,19 @@ impl RegistryError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, RegistryError::Unavailable { .. })
     }
+
+    /// A refusal that says the client is set up wrong (credentials, or a URL that is not a
+    /// registry's Confluent API) rather than anything about the schema or record.
+    pub fn is_setup(&self) -> bool {
+        match self {
+            RegistryError::Refused { status, code, .. } => {
+                matches!(status, 401 | 403)
+                    || (*status == 404 && code.is_none_or(|c| c / 100 != 404))
+            }
+            RegistryError::Config(_) => true,
+            RegistryError::Unavailable { .. } => false,
+        }
+    }
 }
 
 /// A registry client with its caches.
@@ -93,10 +106,11 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     pub fn new(s: &RegistrySettings) -> Result<Self, RegistryError> {
+        // the URL may hold a password: never shown as given
         let mut url = url::Url::parse(s.url.trim()).map_err(|e| {
             RegistryError::Config(format!(
-                "--schema-registry-url: expected an http(s) URL, found {:?} ({e})",
-                s.url
+                "--schema-registry-url: expected an http(s) URL such as http://registry:8081, \
+                 found one that does not parse ({e})"
             ))
         })?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -107,7 +121,7 @@ impl Registry {
         }
         let mut user = s.user.clone();
         let mut password = s.password.clone();
-        if !url.username().is_empty() {
+        if !url.username().is_empty() || url.password().is_some() {
             let dec = |t: &str| {
                 percent_decode(t).map_err(|_| {
                     RegistryError::Config(
@@ -116,12 +130,17 @@ impl Registry {
                     )
                 })
             };
-            user.get_or_insert(dec(url.username())?);
+            if !url.username().is_empty() {
+                user.get_or_insert(dec(url.username())?);
+            }
             if let Some(p) = url.password() {
                 password.get_or_insert(dec(p)?);
             }
             let _ = url.set_username("");
             let _ = url.set_password(None);
+        }
+        if user.is_none() && password.is_some() {
+            user = Some(String::new());
         }
         let auth = user.map(|u| {
             let pair = format!("{u}:{}", password.unwrap_or_default());
@@ -457,6 +476,17 @@ mod tests {
     }
 
     #[test]
+    fn a_password_without_a_user_is_stripped_from_the_url_and_sent() {
+        let (url, seen) = server(vec![(200, "[]")]);
+        let r = registry(&url.replace("http://", "http://:s3cret@"));
+        assert_eq!(r.url(), url);
+        assert!(!format!("{r:?}").contains("s3cret"));
+        r.check().unwrap();
+        let basic = base64::engine::general_purpose::STANDARD.encode(":s3cret");
+        assert!(seen.lock().unwrap()[0].contains(&format!("auth=Basic {basic}")));
+    }
+
+    #[test]
     fn refusals_are_definite_and_outages_are_not() {
         let (url, _) = server(vec![
             (
@@ -492,11 +522,13 @@ mod tests {
             !e.is_unavailable() && e.to_string().contains("Unauthorized"),
             "{e}"
         );
+        assert!(e.is_setup(), "bad credentials are a set-up problem");
         let e = r.schema(99).unwrap_err();
         assert!(
             !e.is_unavailable() && e.to_string().contains("Schema 99 not found"),
             "{e}"
         );
+        assert!(!e.is_setup(), "an unknown id is about the record");
         let e = r.schema(100).unwrap_err();
         assert!(
             e.is_unavailable() && e.to_string().contains("expected a JSON answer"),
@@ -522,6 +554,7 @@ mod tests {
         for (url, want) in [
             ("registry:8081", "--schema-registry-url"),
             ("ftp://registry", "scheme \"ftp\""),
+            ("http://user:p#ss@registry", "does not parse"),
         ] {
             let e = Registry::new(&RegistrySettings {
                 url: url.into(),
@@ -529,6 +562,7 @@ mod tests {
             })
             .unwrap_err();
             assert!(e.to_string().contains(want), "{url}: {e}");
+            assert!(!e.to_string().contains("p#ss"), "no password shown: {e}");
         }
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");

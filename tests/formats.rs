@@ -226,6 +226,27 @@ async fn a_confluent_record_without_a_registry_url_stops_the_consumer_naming_the
         read_lines(out.path()).is_empty(),
         "nothing written, nothing dead-lettered"
     );
+
+    // a URL that is not the registry's Confluent API (Apicurio's root) stops it too, instead
+    // of dead-lettering every record
+    let root = registry
+        .url
+        .trim_end_matches("/apis/ccompat/v7")
+        .to_string();
+    let mut ccfg = consumer_config(&broker.bootstrap(), &topic, &unique("g"), out.path());
+    ccfg.registry.schema_registry_url = Some(root);
+    let res = tokio::time::timeout(
+        Duration::from_secs(60),
+        rtis::consumer::run(ccfg, std::future::pending()),
+    )
+    .await
+    .expect("the consumer stops by itself");
+    let err = res.unwrap_err().to_string();
+    assert!(err.contains("check --schema-registry-url"), "{err}");
+    assert!(
+        read_lines(out.path()).is_empty(),
+        "nothing written, nothing dead-lettered"
+    );
 }
 
 /// A sample of the producer's Prometheus endpoint.
