@@ -249,6 +249,57 @@ async fn a_confluent_record_without_a_registry_url_stops_the_consumer_naming_the
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_over_tls_is_trusted_through_its_ca_file_and_refused_without_it() {
+    let registry = tokio::task::spawn_blocking(SchemaRegistry::start_tls)
+        .await
+        .unwrap();
+    let https = registry.tls_url.clone().unwrap();
+    let db = MariaDb::start();
+    let shop = db.create_shop().await;
+    let broker = Broker::shared();
+    let dir = tempfile::tempdir().unwrap();
+    db.exec(
+        &shop,
+        "INSERT INTO product (id, name, price) VALUES (1, 'Lamp', 19.99)",
+    )
+    .await;
+    // without the CA (the system's roots): a definite error at start, nothing written
+    let topic = unique("confluent_tls_refused");
+    let mut cfg = producer_config(&db, &shop, broker, &topic, &dir.path().join("a.sqlite"));
+    cfg.format = rtis::config::Format::Confluent;
+    cfg.registry.schema_registry_url = Some(https.clone());
+    let err = InProcess::start(cfg).failure().await;
+    assert!(err.contains("--schema-registry-url"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // with it: the snapshot row is registered and written, and read back over TLS too
+    let topic = unique("confluent_tls");
+    let mut cfg = producer_config(&db, &shop, broker, &topic, &dir.path().join("b.sqlite"));
+    cfg.format = rtis::config::Format::Confluent;
+    cfg.registry.schema_registry_url = Some(https.clone());
+    cfg.registry.schema_registry_ca = Some(registry.ca());
+    cfg.snapshot = rtis::config::SnapshotMode::SnapshotOnly;
+    InProcess::start(cfg).handle.await.unwrap().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut ccfg = consumer_config(&broker.bootstrap(), &topic, &unique("g"), out.path());
+    ccfg.registry.schema_registry_url = Some(https);
+    ccfg.registry.schema_registry_ca = Some(registry.ca());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(rtis::consumer::run(ccfg, async move {
+        let _ = rx.await;
+    }));
+    let lines = eventually(Duration::from_secs(60), "the record over TLS", || async {
+        let l = read_lines(out.path());
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    let _ = tx.send(());
+    handle.await.unwrap().unwrap();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["after"]["name"], "Lamp");
+    assert_eq!(registry.versions(&format!("{topic}-value")), vec![1]);
+}
+
 /// A sample of the producer's Prometheus endpoint.
 fn metric(addr: &str, name: &str) -> Option<f64> {
     let text = ureq::get(&format!("http://{addr}/metrics"))

@@ -17,6 +17,8 @@ pub struct SchemaRegistry {
     child: Child,
     /// Base URL of the Confluent API (`.../apis/ccompat/v7`).
     pub url: String,
+    /// The same over HTTPS ([`Self::start_tls`]).
+    pub tls_url: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -47,12 +49,22 @@ impl SchemaRegistry {
 
     /// Starts a registry of the caller's own and waits until its API answers (at most 90 s).
     pub fn start() -> Self {
+        Self::launch(false)
+    }
+
+    /// Like [`Self::start`], also serving HTTPS with a self-signed certificate for 127.0.0.1
+    /// (made with `openssl` at start): [`Self::tls_url`], trusted through [`Self::ca`].
+    pub fn start_tls() -> Self {
+        Self::launch(true)
+    }
+
+    fn launch(tls: bool) -> Self {
         let home = home();
         let dir = tempfile::Builder::new()
             .prefix("rtis-registry")
             .tempdir()
             .unwrap();
-        let (port, mport) = (free_port(), free_port());
+        let (port, mport, sport) = (free_port(), free_port(), free_port());
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
         let mut cmd = Command::new(java());
         cmd.current_dir(dir.path())
@@ -60,8 +72,40 @@ impl SchemaRegistry {
             .arg("-Dquarkus.http.host=127.0.0.1")
             .arg(format!("-Dquarkus.http.port={port}"))
             .arg("-Dquarkus.management.host=127.0.0.1")
-            .arg(format!("-Dquarkus.management.port={mport}"))
-            .arg("-jar")
+            .arg(format!("-Dquarkus.management.port={mport}"));
+        if tls {
+            let out = Command::new("openssl")
+                .current_dir(dir.path())
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args([
+                    "-keyout",
+                    "key.pem",
+                    "-out",
+                    "cert.pem",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            cmd.arg(format!("-Dquarkus.http.ssl-port={sport}"))
+                .arg(format!(
+                    "-Dquarkus.http.ssl.certificate.files={}",
+                    dir.path().join("cert.pem").display()
+                ))
+                .arg(format!(
+                    "-Dquarkus.http.ssl.certificate.key-files={}",
+                    dir.path().join("key.pem").display()
+                ));
+        }
+        cmd.arg("-jar")
             .arg(home.join("quarkus-run.jar"))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
@@ -69,6 +113,7 @@ impl SchemaRegistry {
         let mut r = Self {
             child,
             url: format!("http://127.0.0.1:{port}/apis/ccompat/v7"),
+            tls_url: tls.then(|| format!("https://127.0.0.1:{sport}/apis/ccompat/v7")),
             dir,
         };
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -118,6 +163,11 @@ impl SchemaRegistry {
         let sig = if on { libc::SIGSTOP } else { libc::SIGCONT };
         // SAFETY: signalling our own child
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// The PEM file that signs the HTTPS certificate (self-signed: the certificate itself).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
     }
 
     pub fn log(&self) -> String {
