@@ -7,3 +7,5 @@ export PATH="$HOME/.cargo/bin:$PATH"
 bash .ci/install.sh >/dev/null
 # two test threads fit 2 cores
 cargo test --all-targets -- --test-threads=2
+# a short deterministic fuzz run of every target over its committed corpus (see .ci/fuzz.sh)
+bash .ci/fuzz.sh

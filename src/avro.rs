@@ -45,9 +45,27 @@ fn collect_names(schema: &Schema, names: &mut std::collections::HashMap<String, 
 
 impl WriterSchema {
     pub fn parse(json: &str) -> Result<Self> {
-        let schema = Schema::parse_str(json)
-            .map_err(|e| Error::Schema(format!("invalid Avro schema: {e}: {json}")))?;
-        let fp = schema.fingerprint::<Rabin>();
+        // schemas come from the schema topic or a registry, untrusted: apache-avro 0.21 panics
+        // on some malformed names (an `unwrap` in `Name::parse`), which must not take the
+        // consumer down
+        if let Ok(tree) = serde_json::from_str::<Json>(json) {
+            check_schema_json(&tree, 0)
+                .map_err(|e| Error::Schema(format!("invalid Avro schema: {e}")))?;
+        }
+        let parsed = std::panic::catch_unwind(|| Schema::parse_str(json)).map_err(|_| {
+            Error::Schema(format!(
+                "invalid Avro schema (the Avro parser gave up on it): {}",
+                json.chars().take(300).collect::<String>()
+            ))
+        })?;
+        let schema =
+            parsed.map_err(|e| Error::Schema(format!("invalid Avro schema: {e}: {json}")))?;
+        let fp = std::panic::catch_unwind(|| schema.fingerprint::<Rabin>()).map_err(|_| {
+            Error::Schema(format!(
+                "invalid Avro schema (no canonical form): {}",
+                json.chars().take(300).collect::<String>()
+            ))
+        })?;
         let mut fingerprint = [0u8; 8];
         fingerprint.copy_from_slice(&fp.bytes);
         let mut names = std::collections::HashMap::new();
@@ -62,6 +80,84 @@ impl WriterSchema {
 
     pub fn fingerprint_hex(&self) -> String {
         fingerprint_hex(&self.fingerprint)
+    }
+}
+
+/// Checks a schema's JSON shape before apache-avro sees it: its parser and its canonical form
+/// (the fingerprint) unwrap or panic where a name is malformed, where `size`, `precision` or
+/// `scale` is not an integer, or where `type`, `fields`, `items`, `values` or `symbols` hold
+/// something that is not a schema (found by fuzzing; schemas come from a topic or a registry).
+fn check_schema_json(tree: &Json, depth: usize) -> std::result::Result<(), String> {
+    if depth > 64 {
+        return Err("nested more than 64 levels deep".into());
+    }
+    let valid = |full: &str| {
+        full.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+    };
+    let map = match tree {
+        Json::String(_) => return Ok(()),
+        // a union
+        Json::Array(items) => {
+            return items
+                .iter()
+                .try_for_each(|v| check_schema_json(v, depth + 1))
+        }
+        Json::Object(map) => map,
+        other => return Err(format!("{other} is not a schema")),
+    };
+    let named = matches!(
+        map.get("type").and_then(Json::as_str),
+        Some("record" | "error" | "enum" | "fixed")
+    );
+    match map.get("name") {
+        None if !named => {}
+        Some(Json::String(n)) if !named || valid(n) => {}
+        other => return Err(format!("bad name of a named type: {other:?}")),
+    }
+    match map.get("namespace") {
+        None | Some(Json::Null) => {}
+        Some(Json::String(ns)) if ns.is_empty() || valid(ns) => {}
+        Some(other) => return Err(format!("bad namespace {other}")),
+    }
+    for k in ["size", "precision", "scale"] {
+        match map.get(k) {
+            None => {}
+            Some(Json::Number(n)) if n.as_i64().is_some() => {}
+            Some(Json::String(t)) if t.parse::<i64>().is_ok() => {}
+            Some(other) => return Err(format!("{k} is not an integer: {other}")),
+        }
+    }
+    for k in ["type", "items", "values"] {
+        if let Some(v) = map.get(k) {
+            check_schema_json(v, depth + 1)?;
+        }
+    }
+    match map.get("order") {
+        None | Some(Json::String(_)) => {}
+        Some(other) => return Err(format!("order is not a string: {other}")),
+    }
+    match map.get("fields") {
+        None => {}
+        Some(Json::Array(fields)) => {
+            for f in fields {
+                if !f.is_object() {
+                    return Err(format!("a field that is not an object: {f}"));
+                }
+                check_schema_json(f, depth + 1)?;
+            }
+        }
+        Some(other) => return Err(format!("fields is not an array: {other}")),
+    }
+    match map.get("symbols") {
+        None => Ok(()),
+        Some(Json::Array(s)) if s.iter().all(Json::is_string) => Ok(()),
+        Some(other) => Err(format!("symbols is not an array of names: {other}")),
     }
 }
 
@@ -361,6 +457,10 @@ pub fn split_single_object(msg: &[u8]) -> Option<([u8; 8], &[u8])> {
 /// decimals as strings, timestamps as ISO-8601 with microseconds (`Z` for timestamp-micros),
 /// dates as `YYYY-MM-DD`, bytes as base64.
 pub fn decode_to_json(schema: &WriterSchema, body: &[u8]) -> std::result::Result<Json, String> {
+    // a record's bytes are untrusted: check that every declared length fits in them before
+    // apache-avro allocates what they declare (up to 512 MB per field for a 10-byte record)
+    let mut probe = body;
+    fits(&schema.schema, &mut probe, &schema.names, 0)?;
     let mut reader = body;
     let value = apache_avro::from_avro_datum(&schema.schema, &mut reader, None)
         .map_err(|e| format!("Avro decode failed: {e}"))?;
@@ -371,6 +471,132 @@ pub fn decode_to_json(schema: &WriterSchema, body: &[u8]) -> std::result::Result
         ));
     }
     to_json(&schema.schema, value, &schema.names)
+}
+
+/// The Avro varint at the front of `r` (zig-zag), consumed.
+fn take_long(r: &mut &[u8]) -> std::result::Result<i64, String> {
+    let mut v: u64 = 0;
+    for i in 0..10 {
+        let Some((&b, rest)) = r.split_first() else {
+            return Err("truncated: the record ends inside a number".into());
+        };
+        *r = rest;
+        v |= ((b & 0x7f) as u64) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((v >> 1) as i64 ^ -((v & 1) as i64));
+        }
+    }
+    Err("corrupt: a number longer than 10 bytes".into())
+}
+
+fn take(r: &mut &[u8], n: usize, what: &str) -> std::result::Result<(), String> {
+    if n > r.len() {
+        return Err(format!(
+            "corrupt: {what} of {n} bytes declared, but only {} bytes of the record are left",
+            r.len()
+        ));
+    }
+    *r = &r[n..];
+    Ok(())
+}
+
+fn take_len(r: &mut &[u8], what: &str) -> std::result::Result<(), String> {
+    let n = take_long(r)?;
+    if n < 0 {
+        return Err(format!("corrupt: negative length {n} of {what}"));
+    }
+    take(r, usize::try_from(n).unwrap_or(usize::MAX), what)
+}
+
+/// Walks a datum of `schema` at the front of `r` without allocating, failing where a declared
+/// length or count cannot fit in the bytes left.
+fn fits(
+    schema: &Schema,
+    r: &mut &[u8],
+    names: &Names,
+    depth: usize,
+) -> std::result::Result<(), String> {
+    if depth > 64 {
+        return Err("corrupt: values nested more than 64 levels deep".into());
+    }
+    match schema {
+        Schema::Null => Ok(()),
+        Schema::Boolean => take(r, 1, "a boolean"),
+        Schema::Int
+        | Schema::Long
+        | Schema::Enum(_)
+        | Schema::Date
+        | Schema::TimeMillis
+        | Schema::TimeMicros
+        | Schema::TimestampMillis
+        | Schema::TimestampMicros
+        | Schema::TimestampNanos
+        | Schema::LocalTimestampMillis
+        | Schema::LocalTimestampMicros
+        | Schema::LocalTimestampNanos => take_long(r).map(|_| ()),
+        Schema::Float => take(r, 4, "a float"),
+        Schema::Double => take(r, 8, "a double"),
+        Schema::Bytes | Schema::String | Schema::BigDecimal => take_len(r, "a string or bytes"),
+        Schema::Decimal(d) => fits(&d.inner, r, names, depth + 1),
+        Schema::Fixed(f) => take(r, f.size, "a fixed"),
+        Schema::Duration => take(r, 12, "a duration"),
+        Schema::Union(u) => {
+            let i = take_long(r)?;
+            let branch = usize::try_from(i)
+                .ok()
+                .and_then(|i| u.variants().get(i))
+                .ok_or_else(|| format!("corrupt: union branch {i} of {}", u.variants().len()))?;
+            fits(branch, r, names, depth + 1)
+        }
+        Schema::Record(rec) => rec
+            .fields
+            .iter()
+            .try_for_each(|f| fits(&f.schema, r, names, depth + 1)),
+        Schema::Ref { name } => {
+            let target = names
+                .get(&name.fullname(None))
+                .ok_or_else(|| format!("unknown named type {}", name.fullname(None)))?;
+            fits(target, r, names, depth + 1)
+        }
+        Schema::Array(a) => blocks(r, |r| fits(&a.items, r, names, depth + 1)),
+        Schema::Map(m) => blocks(r, |r| {
+            take_len(r, "a map key")?;
+            fits(&m.types, r, names, depth + 1)
+        }),
+        // its encoding varies with the schema's form: left to apache-avro
+        Schema::Uuid => Ok(()),
+    }
+}
+
+/// The blocks of an array or map: each item must consume a byte at least, so a count larger
+/// than the bytes left is corrupt (and never loops).
+fn blocks(
+    r: &mut &[u8],
+    mut item: impl FnMut(&mut &[u8]) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    loop {
+        let mut n = take_long(r)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if n < 0 {
+            n = n.checked_neg().ok_or("corrupt: block count")?;
+            take_long(r)?; // the block's size in bytes
+        }
+        if n as u64 > r.len() as u64 {
+            return Err(format!(
+                "corrupt: a block of {n} items declared, but only {} bytes of the record are left",
+                r.len()
+            ));
+        }
+        for _ in 0..n {
+            let before = r.len();
+            item(r)?;
+            if r.len() == before {
+                return Err("corrupt: an array or map of items that take no bytes".into());
+            }
+        }
+    }
 }
 
 fn decimal_to_string(bytes: &[u8], scale: usize) -> String {
@@ -612,6 +838,86 @@ mod tests {
         encode_key(&mut msg, &crate::framing::single_object(&schema), &t, &row);
         let (_, body) = split_single_object(&msg).unwrap();
         assert_eq!(decode_to_json(&schema, body).unwrap(), json!({"id": "7"}));
+    }
+
+    #[test]
+    fn declared_lengths_that_do_not_fit_the_record_are_corrupt_not_allocated() {
+        let t = product();
+        let schema = WriterSchema::parse(&envelope_schema_json(&t)).unwrap();
+        // op: a string declared 400 MB long, in a 6-byte record
+        let mut body = Vec::new();
+        put_long(&mut body, 400 << 20);
+        body.push(b'c');
+        let e = decode_to_json(&schema, &body).unwrap_err();
+        assert!(
+            e.contains("419430400 bytes declared, but only 1 bytes"),
+            "{e}"
+        );
+        // a union branch that does not exist, a negative length, a truncated number
+        for (bytes, want) in [
+            (vec![2, b'c', 9], "union branch -5"),
+            (vec![1], "negative length"),
+            (vec![0x80], "truncated"),
+        ] {
+            let e = decode_to_json(&schema, &bytes).unwrap_err();
+            assert!(e.contains(want), "{bytes:?}: {e}");
+        }
+        // an array of 2^62 nulls in 3 bytes never loops
+        let arr = WriterSchema::parse(r#"{"type":"array","items":"null"}"#).unwrap();
+        let mut body = Vec::new();
+        put_long(&mut body, 1 << 62);
+        let e = decode_to_json(&arr, &body).unwrap_err();
+        assert!(e.contains("items declared"), "{e}");
+        let arr = WriterSchema::parse(r#"{"type":"array","items":"null"}"#).unwrap();
+        let e = decode_to_json(&arr, &[2, 0]).unwrap_err();
+        assert!(e.contains("take no bytes"), "{e}");
+        // a self-referencing record nested beyond reason
+        let deep = WriterSchema::parse(
+            r#"{"type":"record","name":"N","fields":[{"name":"n","type":["null","N"]}]}"#,
+        )
+        .unwrap();
+        let e = decode_to_json(&deep, &[2; 100]).unwrap_err();
+        assert!(e.contains("nested more than 64"), "{e}");
+    }
+
+    #[test]
+    fn a_schema_name_the_avro_parser_panics_on_is_an_error() {
+        for (json, want) in [
+            (
+                r#"{"type":"record","name":"","fields":[]}"#,
+                "bad name of a named type",
+            ),
+            (
+                r#"{"type":"record","name":"a..b","fields":[]}"#,
+                "bad name of a named type",
+            ),
+            // apache-avro's canonical form unwraps a size anywhere as an integer
+            (
+                r#"{"type":"record","name":"K","size":"int","fields":[]}"#,
+                "size is not an integer",
+            ),
+            (
+                r#"{"type":"record","name":"K","scale":1.5,"fields":[]}"#,
+                "scale is not an integer",
+            ),
+            // and panics on a known key holding something that is not a schema
+            (
+                r#"{"type":"record","name":"K","fields":[{"name":"a","type":null}]}"#,
+                "null is not a schema",
+            ),
+            (r#"{"type":"array","items":7}"#, "7 is not a schema"),
+            (
+                r#"{"type":"record","name":"K","order":null,"fields":[]}"#,
+                "order is not a string",
+            ),
+            (
+                r#"{"type":"record","name":"K","fields":null}"#,
+                "fields is not an array",
+            ),
+        ] {
+            let e = WriterSchema::parse(json).unwrap_err().to_string();
+            assert!(e.contains(want), "{json}: {e}");
+        }
     }
 
     #[test]

@@ -84,7 +84,9 @@ fn rows_data_start(ty: u8, data: &[u8], post_header_len: usize) -> Result<usize,
     let mut at = post_header_len;
     if ty >= 169 {
         // v2: the extra data's length (counting its own two bytes) ends the post-header
-        let len = data.get(at - 2..at).ok_or_else(short)?;
+        let len = data
+            .get(at.checked_sub(2).ok_or_else(short)?..at)
+            .ok_or_else(short)?;
         at += (u16::from_le_bytes([len[0], len[1]]) as usize).saturating_sub(2);
     }
     let (columns, n) = lenenc(data.get(at..).ok_or_else(short)?).ok_or_else(short)?;
@@ -135,7 +137,9 @@ fn inflate(part: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         return Err(format!("uncompressed length {want} exceeds 1 GiB"));
     }
     let before = out.len();
-    out.reserve(want as usize);
+    // what the header declares is untrusted: reserve no more than zlib can expand these
+    // bytes to (~1032:1), the rest grows as it is really decompressed
+    out.reserve(want.min(rest.len() as u64 * 1032) as usize);
     flate2::read::ZlibDecoder::new(&rest[n..])
         .take(want + 1)
         .read_to_end(out)
@@ -233,6 +237,22 @@ mod tests {
             let e = uncompress(166, &bad, 8).unwrap_err();
             assert!(e.contains(why), "{why}: {e}");
         }
+    }
+
+    #[test]
+    fn malformed_headers_are_errors_not_panics() {
+        // a v2 rows event with a post-header length too short to hold its extra-data length
+        for post_header_len in [0, 1] {
+            let e = uncompress(169, &[0; 10], post_header_len).unwrap_err();
+            assert!(e.contains("too short"), "{e}");
+        }
+        // 1 GiB declared in a 12-byte compressed part: refused after decompressing
+        let mut data = vec![0u8; 8];
+        data.extend_from_slice(&[1, 0]); // one column, bitmap
+        data.extend_from_slice(&[0x84, 0x40, 0, 0, 0]);
+        data.extend_from_slice(&[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+        let e = uncompress(166, &data, 8).unwrap_err();
+        assert!(e.contains("the header says 1073741824"), "{e}");
     }
 
     #[test]

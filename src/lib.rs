@@ -16,6 +16,7 @@ pub mod consumer;
 pub mod election;
 pub mod error;
 pub mod framing;
+pub mod fuzzing;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;

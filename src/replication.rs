@@ -932,16 +932,20 @@ impl<'a> Streamer<'a> {
                     }
                 }
                 other => {
+                    let value = match &other {
+                        Some(BinlogValue::Value(v)) => crate::value::shown(v),
+                        other => format!("{other:?}"),
+                    };
                     return Err(Error::Binlog {
                         position: self.here(log_pos),
                         msg: format!(
-                            "`{}`.`{}` column {} ({}): unexpected row value {other:?}",
+                            "`{}`.`{}` column {} ({}): unexpected row value {value}",
                             prepared.table.db,
                             prepared.table.table,
                             col.name,
                             crate::schema::kind_name(col.kind)
                         ),
-                    })
+                    });
                 }
             }
             .map_err(|e| Error::Binlog {

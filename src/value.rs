@@ -135,7 +135,8 @@ fn parse_epoch_text(s: &str) -> Option<i64> {
         None => (s, ""),
     };
     let sec: i64 = sec.parse().ok()?;
-    Some(sec * 1_000_000 + fraction_micros(frac)? as i64)
+    sec.checked_mul(1_000_000)?
+        .checked_add(fraction_micros(frac)? as i64)
 }
 
 /// Microseconds of a fraction of a second written with up to six digits (`5` is 500000); the
@@ -261,6 +262,18 @@ fn render_value(v: &Value) -> String {
         Value::Date(y, mo, d, h, mi, s, us) => {
             format!("'{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}'")
         }
+        other => shown(other),
+    }
+}
+
+/// A value for an error message. Never mysql_common's `Debug` of a TIME, which overflows
+/// (`days * 24`) on a malformed value and panics in debug builds.
+pub fn shown(v: &Value) -> String {
+    match v {
+        Value::Time(neg, days, h, mi, s, us) => format!(
+            "Time('{}{days}d {h:02}:{mi:02}:{s:02}.{us:06}')",
+            if *neg { "-" } else { "" }
+        ),
         other => format!("{other:?}"),
     }
 }
@@ -291,7 +304,7 @@ pub fn convert(col: &ColumnSpec, v: Value) -> Result<Datum, ConvertError> {
             Err(err("NULL in a NOT NULL column".into()))
         };
     }
-    let bad = |v: &Value| err(format!("unexpected value {v:?} for {:?}", col.kind));
+    let bad = |v: &Value| err(format!("unexpected value {} for {:?}", shown(v), col.kind));
     let int = |v: &Value| -> Result<i64, ConvertError> {
         match *v {
             Value::Int(i) => Ok(i),
@@ -435,8 +448,13 @@ pub fn convert(col: &ColumnSpec, v: Value) -> Result<Datum, ConvertError> {
         },
         ColumnKind::Time => match v {
             Value::Time(neg, days, h, mi, s, us) => {
+                // at most ±838:59:59.999999 in MySQL; anything else is malformed, not wrapped
                 let secs = ((days as i64 * 24 + h as i64) * 60 + mi as i64) * 60 + s as i64;
-                let micros = secs * 1_000_000 + us as i64;
+                let micros = secs
+                    .checked_mul(1_000_000)
+                    .and_then(|m| m.checked_add(us as i64))
+                    .filter(|_| us < 1_000_000)
+                    .ok_or_else(|| bad(&v))?;
                 Datum::Int(if neg { -micros } else { micros })
             }
             ref other => Datum::Int(
@@ -449,7 +467,9 @@ pub fn convert(col: &ColumnSpec, v: Value) -> Result<Datum, ConvertError> {
             // the zero TIMESTAMP is stored as 0 (the type's range starts at 1970-01-01 00:00:01)
             Value::Int(0) => return zero_date(col, &v),
             // old 4-byte TIMESTAMP from the binlog
-            Value::Int(sec) => Datum::TimestampMicros(sec * 1_000_000),
+            Value::Int(sec) => {
+                Datum::TimestampMicros(sec.checked_mul(1_000_000).ok_or_else(|| bad(&v))?)
+            }
             // the binlog's TIMESTAMP2 rendering, `seconds[.micros]` since the epoch
             Value::Bytes(ref b) if !b.contains(&b'-') => {
                 match as_text(&v)
@@ -516,6 +536,10 @@ fn parse_time_text(s: &str) -> Option<i64> {
     if p.next().is_some() {
         return None;
     }
+    // TIME text spans ±838:59:59; a longer one is malformed, never wrapped
+    if !(0..=838).contains(&h) || !(0..60).contains(&m) || !(0..60).contains(&sec) {
+        return None;
+    }
     let micros = (h * 3600 + m * 60 + sec) * 1_000_000 + fraction_micros(frac)? as i64;
     Some(if neg { -micros } else { micros })
 }
@@ -545,6 +569,35 @@ mod tests {
 
     fn col(kind: ColumnKind) -> ColumnSpec {
         ColumnSpec::new("c", kind, true)
+    }
+
+    #[test]
+    fn out_of_range_times_are_errors_not_overflows() {
+        // malformed values a broken or hostile server could send (found by fuzzing)
+        for (kind, v) in [
+            (
+                ColumnKind::Time,
+                Value::Time(false, u32::MAX, 23, 59, 59, 0),
+            ),
+            (ColumnKind::Time, Value::Time(true, 0, 0, 0, 0, u32::MAX)),
+            (ColumnKind::Timestamp, Value::Int(i64::MAX)),
+            (
+                ColumnKind::Timestamp,
+                Value::Bytes(b"99999999999999999".to_vec()),
+            ),
+        ] {
+            let e = convert(&col(kind), v.clone()).unwrap_err();
+            assert!(e.msg.contains("unexpected value"), "{v:?}: {e}");
+        }
+        // the largest TIME is still exact
+        assert_eq!(
+            convert(
+                &col(ColumnKind::Time),
+                Value::Time(true, 34, 22, 59, 59, 999_999)
+            )
+            .unwrap(),
+            Datum::Int(-(838 * 3600 + 59 * 60 + 59) * 1_000_000 - 999_999)
+        );
     }
 
     #[test]
