@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -239,11 +239,7 @@ impl ConsumerContext for Ctx {
                     }
                 }
                 // cooperative: only the partitions added by this rebalance are in `tpl`
-                let res = match consumer.rebalance_protocol() {
-                    RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
-                    _ => consumer.assign(tpl),
-                };
-                if let Err(e) = res {
+                if let Err(e) = crate::kafka::assign_rebalanced(consumer, tpl) {
                     self.fail(Error::kafka("assigning partitions", e));
                 }
             }
@@ -262,10 +258,7 @@ impl ConsumerContext for Ctx {
                     tracing::info!(partition = p, "revoked");
                 }
                 drop(files);
-                let _ = match consumer.rebalance_protocol() {
-                    RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
-                    _ => consumer.unassign(),
-                };
+                let _ = crate::kafka::unassign_rebalanced(consumer, tpl);
             }
             other => tracing::warn!(error = ?other, "rebalance error"),
         }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::watch;
@@ -56,18 +56,9 @@ impl ConsumerContext for Ctx {
             .elements()
             .iter()
             .any(|e| e.topic() == self.topic && e.partition() == 0);
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let res = if cooperative {
-                    consumer.incremental_assign(tpl)
-                } else {
-                    consumer.assign(tpl)
-                };
-                match res {
+                match crate::kafka::assign_rebalanced(consumer, tpl) {
                     Ok(()) if ours => {
                         let _ = self.leader.send(true);
                     }
@@ -80,11 +71,7 @@ impl ConsumerContext for Ctx {
                 if ours {
                     let _ = self.leader.send(false);
                 }
-                let _ = if cooperative {
-                    consumer.incremental_unassign(tpl)
-                } else {
-                    consumer.unassign()
-                };
+                let _ = crate::kafka::unassign_rebalanced(consumer, tpl);
             }
             other => tracing::warn!(error = ?other, "standby election: rebalance error"),
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureProducer;
@@ -66,6 +66,29 @@ pub fn murmur2(data: &[u8]) -> i32 {
 /// Partition of a keyed record, as Kafka's Java client and librdkafka's `murmur2_random` pick it.
 pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) as i64 % partitions.max(1) as i64) as i32
+}
+
+/// Takes a rebalance's newly assigned partitions the way the group's protocol wants them
+/// (cooperative: only those added, incrementally; eager: the whole assignment).
+pub fn assign_rebalanced<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tpl: &TopicPartitionList,
+) -> rdkafka::error::KafkaResult<()> {
+    match consumer.rebalance_protocol() {
+        RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+        _ => consumer.assign(tpl),
+    }
+}
+
+/// Gives up a rebalance's revoked partitions the way the group's protocol wants them.
+pub fn unassign_rebalanced<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tpl: &TopicPartitionList,
+) -> rdkafka::error::KafkaResult<()> {
+    match consumer.rebalance_protocol() {
+        RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+        _ => consumer.unassign(),
+    }
 }
 
 /// Replication of the topics rtis creates (`--replication-factor`, `--min-insync-replicas`).
