@@ -17,22 +17,22 @@ async fn consume(bootstrap: &str, topic: &str, registry: Option<&str>, total: i6
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = consumer_config(bootstrap, topic, &unique("drain"), dir.path());
     cfg.registry.schema_registry_url = registry.map(str::to_string);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(rtis::consumer::run(cfg, async move {
-        let _ = rx.await;
-    }));
-    let lines = eventually(
-        Duration::from_secs(60),
-        &format!("consumer files holding {total} records"),
-        || async {
-            let l = read_lines(dir.path());
-            (l.len() as i64 >= total).then_some(l)
-        },
-    )
-    .await;
-    let _ = tx.send(());
-    handle.await.unwrap().unwrap();
-    lines
+    consume_lines(cfg, total, Duration::from_secs(60)).await
+}
+
+/// Producer settings writing `--format confluent` through `registry`.
+fn confluent_config(
+    db: &MariaDb,
+    shop: &str,
+    broker: &Broker,
+    topic: &str,
+    state: &std::path::Path,
+    registry: &str,
+) -> rtis::config::ProducerConfig {
+    let mut cfg = producer_config(db, shop, broker, topic, state);
+    cfg.format = rtis::config::Format::Confluent;
+    cfg.registry.schema_registry_url = Some(registry.to_string());
+    cfg
 }
 
 /// Runs the Python example (the stock `AvroDeserializer`) until it printed `total` records.
@@ -112,9 +112,14 @@ async fn confluent_records_are_read_by_the_stock_python_deserializer_and_a_refus
         "INSERT INTO product (id, name, category, price) VALUES (1, 'Lamp', 'home', 19.99), (2, 'Desk', NULL, 120.00)",
     )
     .await;
-    let mut cfg = producer_config(&db, &shop, broker, &topic, &dir.path().join("s.sqlite"));
-    cfg.format = rtis::config::Format::Confluent;
-    cfg.registry.schema_registry_url = Some(registry.url.clone());
+    let cfg = confluent_config(
+        &db,
+        &shop,
+        broker,
+        &topic,
+        &dir.path().join("s.sqlite"),
+        &registry.url,
+    );
     let producer = InProcess::start_streaming(cfg).await;
     // read from the binlog (c, u, d + tombstone)
     db.exec(
@@ -206,9 +211,14 @@ async fn a_confluent_record_without_a_registry_url_stops_the_consumer_naming_the
         "INSERT INTO product (id, name, price) VALUES (1, 'Lamp', 19.99)",
     )
     .await;
-    let mut cfg = producer_config(&db, &shop, broker, &topic, &dir.path().join("s.sqlite"));
-    cfg.format = rtis::config::Format::Confluent;
-    cfg.registry.schema_registry_url = Some(registry.url.clone());
+    let mut cfg = confluent_config(
+        &db,
+        &shop,
+        broker,
+        &topic,
+        &dir.path().join("s.sqlite"),
+        &registry.url,
+    );
     cfg.snapshot = rtis::config::SnapshotMode::SnapshotOnly;
     InProcess::start(cfg).handle.await.unwrap().unwrap();
     let out = tempfile::tempdir().unwrap();
@@ -266,17 +276,27 @@ async fn the_registry_over_tls_is_trusted_through_its_ca_file_and_refused_withou
     .await;
     // without the CA (the system's roots): a definite error at start, nothing written
     let topic = unique("confluent_tls_refused");
-    let mut cfg = producer_config(&db, &shop, broker, &topic, &dir.path().join("a.sqlite"));
-    cfg.format = rtis::config::Format::Confluent;
-    cfg.registry.schema_registry_url = Some(https.clone());
+    let cfg = confluent_config(
+        &db,
+        &shop,
+        broker,
+        &topic,
+        &dir.path().join("a.sqlite"),
+        &https,
+    );
     let err = InProcess::start(cfg).failure().await;
     assert!(err.contains("--schema-registry-url"), "{err}");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     // with it: the snapshot row is registered and written, and read back over TLS too
     let topic = unique("confluent_tls");
-    let mut cfg = producer_config(&db, &shop, broker, &topic, &dir.path().join("b.sqlite"));
-    cfg.format = rtis::config::Format::Confluent;
-    cfg.registry.schema_registry_url = Some(https.clone());
+    let mut cfg = confluent_config(
+        &db,
+        &shop,
+        broker,
+        &topic,
+        &dir.path().join("b.sqlite"),
+        &https,
+    );
     cfg.registry.schema_registry_ca = Some(registry.ca());
     cfg.snapshot = rtis::config::SnapshotMode::SnapshotOnly;
     InProcess::start(cfg).handle.await.unwrap().unwrap();
@@ -284,33 +304,10 @@ async fn the_registry_over_tls_is_trusted_through_its_ca_file_and_refused_withou
     let mut ccfg = consumer_config(&broker.bootstrap(), &topic, &unique("g"), out.path());
     ccfg.registry.schema_registry_url = Some(https);
     ccfg.registry.schema_registry_ca = Some(registry.ca());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(rtis::consumer::run(ccfg, async move {
-        let _ = rx.await;
-    }));
-    let lines = eventually(Duration::from_secs(60), "the record over TLS", || async {
-        let l = read_lines(out.path());
-        (!l.is_empty()).then_some(l)
-    })
-    .await;
-    let _ = tx.send(());
-    handle.await.unwrap().unwrap();
+    let lines = consume_lines(ccfg, 1, Duration::from_secs(60)).await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["after"]["name"], "Lamp");
     assert_eq!(registry.versions(&format!("{topic}-value")), vec![1]);
-}
-
-/// A sample of the producer's Prometheus endpoint.
-fn metric(addr: &str, name: &str) -> Option<f64> {
-    let text = ureq::get(&format!("http://{addr}/metrics"))
-        .call()
-        .ok()?
-        .body_mut()
-        .read_to_string()
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,9 +322,14 @@ async fn an_unanswering_registry_holds_the_new_shape_back_and_is_retried_until_i
     let topic = unique("confluent_outage");
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut cfg = producer_config(&db, &shop, broker, &topic, &dir.path().join("s.sqlite"));
-    cfg.format = rtis::config::Format::Confluent;
-    cfg.registry.schema_registry_url = Some(registry.url.clone());
+    let mut cfg = confluent_config(
+        &db,
+        &shop,
+        broker,
+        &topic,
+        &dir.path().join("s.sqlite"),
+        &registry.url,
+    );
     cfg.metrics_addr = Some(addr.clone());
     let producer = InProcess::start_streaming(cfg).await;
     db.exec(

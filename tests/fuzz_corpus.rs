@@ -89,15 +89,3 @@ fn mutated_valid_records_never_panic() {
     }
     eprintln!("20000 mutated inputs in {:?}", t0.elapsed());
 }
-
-/// Writes the seeds into `fuzz/corpus/<target>/` (run once with `--ignored` before fuzzing).
-#[test]
-#[ignore]
-fn write_seed_corpus() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    for (i, (target, bytes)) in fuzzing::valid_inputs().into_iter().enumerate() {
-        let dir = root.join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("seed-{i:02}")), bytes).unwrap();
-    }
-}

@@ -46,19 +46,6 @@ async fn wait_more(log: &PathBuf, needle: &str, before: usize, what: &str) -> Du
     t0.elapsed()
 }
 
-/// `rtis_active` of the producer serving metrics at `addr`.
-fn active_gauge(addr: &str) -> Option<f64> {
-    let text = ureq::get(&format!("http://{addr}/metrics"))
-        .call()
-        .ok()?
-        .body_mut()
-        .read_to_string()
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("rtis_active{table=\"product\"}"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_takes_over_from_a_killed_active_producer_exactly_once() {
     let kills = iterations(4, 50);
@@ -101,7 +88,7 @@ async fn the_standby_takes_over_from_a_killed_active_producer_exactly_once() {
         let addr = metrics[i].clone();
         eventually(Duration::from_secs(30), "rtis_active", || {
             let addr = addr.clone();
-            async move { (active_gauge(&addr) == Some(want)).then_some(()) }
+            async move { (metric(&addr, "rtis_active{table=\"product\"}") == Some(want)).then_some(()) }
         })
         .await;
     }

@@ -34,9 +34,7 @@ pub fn kafka_lib() -> PathBuf {
         .nth(1)
         .and_then(|s| s.split('<').next())
         .expect("kafka.version in .ci/kafka/pom.xml");
-    let cache = std::env::var("RTIS_CACHE")
-        .unwrap_or_else(|_| format!("{}/.cache/rtis", std::env::var("HOME").unwrap_or_default()));
-    let lib = PathBuf::from(format!("{cache}/kafka-{version}/lib"));
+    let lib = super::cache_dir().join(format!("kafka-{version}/lib"));
     assert!(
         lib.join(".complete").is_file(),
         "Apache Kafka {version} is not installed in {}: run `bash .ci/install.sh` first",

@@ -536,6 +536,17 @@ pub async fn drain_topic(
     let total = records_at_least(bootstrap, topic, min_records, timeout).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = consumer_config(bootstrap, topic, &unique("drain"), dir.path());
+    consume_lines(cfg, total, timeout).await
+}
+
+/// Runs the real consumer with `cfg` until its files hold at least `total` lines (at most
+/// `timeout`), stops it, and returns the lines sorted by (partition, offset).
+pub async fn consume_lines(
+    cfg: rtis::config::ConsumerConfig,
+    total: i64,
+    timeout: Duration,
+) -> Vec<serde_json::Value> {
+    let dir = cfg.out_dir.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let handle = tokio::spawn(rtis::consumer::run(cfg, async move {
         let _ = rx.await;
@@ -544,7 +555,7 @@ pub async fn drain_topic(
         timeout,
         &format!("consumer files holding {total} records"),
         || async {
-            let l = read_lines(dir.path());
+            let l = read_lines(&dir);
             (l.len() as i64 >= total).then_some(l)
         },
     )
@@ -552,6 +563,32 @@ pub async fn drain_topic(
     let _ = tx.send(());
     handle.await.unwrap().unwrap();
     lines
+}
+
+/// One sample (`name` with its labels, e.g. `rtis_active{table="product"}`) of the
+/// Prometheus endpoint at `addr`, if it answers and has it.
+pub fn metric(addr: &str, name: &str) -> Option<f64> {
+    let text = ureq::get(&format!("http://{addr}/metrics"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The per-machine cache `.ci/install.sh` fills (`RTIS_CACHE`, default `~/.cache/rtis`).
+pub fn cache_dir() -> PathBuf {
+    std::env::var("RTIS_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(format!(
+                "{}/.cache/rtis",
+                std::env::var("HOME").unwrap_or_default()
+            ))
+        })
 }
 
 pub fn consumer_config(

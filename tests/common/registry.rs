@@ -23,9 +23,7 @@ pub struct SchemaRegistry {
 }
 
 fn home() -> PathBuf {
-    let cache = std::env::var("RTIS_CACHE")
-        .unwrap_or_else(|_| format!("{}/.cache/rtis", std::env::var("HOME").unwrap_or_default()));
-    let dir = PathBuf::from(format!("{cache}/apicurio-{VERSION}"));
+    let dir = super::cache_dir().join(format!("apicurio-{VERSION}"));
     assert!(
         dir.join(".complete").is_file(),
         "Apicurio Registry {VERSION} is not installed in {}: run `bash .ci/install.sh` first",
